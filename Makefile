@@ -1,0 +1,28 @@
+# eqlstream: `make demo` and `make test` work on a fresh machine with Python 3.11.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup test demo bench clean
+
+setup: $(STAMP)
+
+# Reinstalls only when the dependency declarations change; constraints.txt pins every version.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest
+
+demo: setup
+	$(BIN)/python -m app replay --format summary demo/scenario.ndjson
+
+bench: setup
+	$(BIN)/python -m bench.replay_throughput
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

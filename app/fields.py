@@ -1,0 +1,172 @@
+"""Reading ECS fields the way Elasticsearch indexes them.
+
+Every field is multi-valued; nested objects, dotted keys and arrays of objects all name the same
+field; ``null`` and a missing field are the same. Values are coerced by the field's ECS type the
+way the index mapping would (a numeric string in a ``long`` field is a number, a keyword longer
+than ``ignore_above`` is not indexed, a malformed value is ignored as with ``ignore_malformed``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from enum import Enum
+from typing import Any
+
+KEYWORD_IGNORE_ABOVE = 1024
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_INTEGER_RE = re.compile(r"^-?\d{1,19}$")
+_DECIMAL_RE = re.compile(r"^-?\d{1,19}(?:\.\d*)?(?:[eE][+-]?\d{1,3})?$")
+
+
+class FieldType(Enum):
+    """The mapping types the compiler distinguishes."""
+
+    KEYWORD = "keyword"
+    LONG = "long"
+    IP = "ip"
+    DATE = "date"
+
+
+# ECS types of the non-keyword fields that detection rules commonly read. Anything not listed is
+# a keyword, as the vast majority of ECS fields are.
+_ECS_TYPES: dict[str, FieldType] = {
+    "@timestamp": FieldType.DATE,
+    "event.created": FieldType.DATE,
+    "event.ingested": FieldType.DATE,
+    "event.start": FieldType.DATE,
+    "event.end": FieldType.DATE,
+    "event.sequence": FieldType.LONG,
+    "event.severity": FieldType.LONG,
+    "event.duration": FieldType.LONG,
+    "process.args_count": FieldType.LONG,
+    "process.parent.args_count": FieldType.LONG,
+    "network.bytes": FieldType.LONG,
+    "network.packets": FieldType.LONG,
+    "host.ip": FieldType.IP,
+    "related.ip": FieldType.IP,
+}
+_SUFFIX_TYPES: tuple[tuple[str, FieldType], ...] = (
+    (".port", FieldType.LONG),
+    (".pid", FieldType.LONG),
+    (".ppid", FieldType.LONG),
+    (".bytes", FieldType.LONG),
+    (".packets", FieldType.LONG),
+    (".ip", FieldType.IP),
+)
+
+
+def field_type(name: str) -> FieldType:
+    """ECS mapping type of a field name (keyword unless known otherwise)."""
+    known = _ECS_TYPES.get(name)
+    if known is not None:
+        return known
+    for suffix, ftype in _SUFFIX_TYPES:
+        if name.endswith(suffix):
+            return ftype
+    return FieldType.KEYWORD
+
+
+Getter = Callable[[Any], list]
+
+
+def compile_getter(name: str) -> Getter:
+    """A function returning every raw leaf value of ``name`` in a document.
+
+    For ``a.b.c`` each prefix may be a nested object or part of a dotted key (``{"a.b": {"c": 1}}``),
+    and Elasticsearch merges them all, so every split is tried; the splits are precomputed once.
+    """
+    parts = name.split(".")
+    count = len(parts)
+    # steps[i]: the (key, next index) pairs that can consume parts[i:]
+    steps = [[(".".join(parts[i:j]), j) for j in range(i + 1, count + 1)] for i in range(count)]
+
+    def collect(node: Any, index: int, out: list) -> None:
+        if type(node) is list:
+            for item in node:
+                collect(item, index, out)
+            return
+        if index == count:
+            _leaves(node, out)
+            return
+        if type(node) is dict:
+            for key, nxt in steps[index]:
+                child = node.get(key)
+                if child is not None:
+                    collect(child, nxt, out)
+
+    def get(doc: Any) -> list:
+        out: list = []
+        collect(doc, 0, out)
+        return out
+
+    return get
+
+
+def _leaves(node: Any, out: list) -> None:
+    if node is None or type(node) is dict:
+        return
+    if type(node) is list:
+        for item in node:
+            _leaves(item, out)
+        return
+    out.append(node)
+
+
+def keyword_value(value: Any) -> str | None:
+    """The indexed keyword form of a JSON scalar, or None if it is not indexed."""
+    if type(value) is str:
+        return value if len(value) <= KEYWORD_IGNORE_ABOVE else None
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if type(value) is int:
+        return str(value)
+    if type(value) is float:
+        return repr(value) if value == value and abs(value) != float("inf") else None
+    return None
+
+
+def long_value(value: Any) -> int | None:
+    """The value a ``long`` field indexes (coercing numeric strings and truncating decimals)."""
+    if type(value) is int:
+        return value if _INT64_MIN <= value <= _INT64_MAX else None
+    if type(value) is float:
+        if value != value or abs(value) == float("inf"):
+            return None
+        value = int(value)
+        return value if _INT64_MIN <= value <= _INT64_MAX else None
+    if type(value) is str:
+        text = value.strip()
+        if _INTEGER_RE.match(text):
+            return long_value(int(text))
+        if _DECIMAL_RE.match(text):
+            return long_value(float(text))
+    return None
+
+
+def number_value(value: Any) -> float | int | None:
+    """A numeric value for fields of unknown numeric type (numbers and numeric strings)."""
+    if type(value) is int:
+        return value
+    if type(value) is float:
+        return value if value == value and abs(value) != float("inf") else None
+    if type(value) is str and _DECIMAL_RE.match(value.strip()):
+        number = float(value)
+        return int(number) if number.is_integer() and abs(number) < 2**53 else number
+    return None
+
+
+def ip_value(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An ``ip`` field's value; IPv4-mapped IPv6 equals its IPv4 form, as in Elasticsearch."""
+    if type(value) is not str or len(value) > 64:
+        return None
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address

@@ -1,0 +1,187 @@
+"""From a rule file to a ``CompiledRule``: stage predicates, join-key readers, maxspan, prefilter literals."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eql import ast
+
+from app.rule.eqlparse import EqlError, parse_rule_query
+from app.rule.model import DEFAULT_RULE_PATH, RuleError, RuleMeta, read_rule_meta
+from app.rule.predicates import (
+    ConditionCompiler,
+    Predicate,
+    Requirement,
+    UnsupportedQuery,
+    ValueReader,
+    and_requirements,
+    or_requirements,
+)
+
+# Fields that the raw-Sysmon normalizer computes instead of copying from the record, so their
+# values need not appear in the raw bytes (see app.normalize).
+DERIVED_FIELDS = frozenset(
+    {
+        "@timestamp",
+        "event.category",
+        "event.type",
+        "event.kind",
+        "event.module",
+        "event.dataset",
+        "network.direction",
+        "network.type",
+        "process.args",
+        "process.args_count",
+        "process.parent.args",
+        "process.parent.args_count",
+    }
+)
+
+JoinKey = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One bracketed query of the sequence and the fields that join it to the others."""
+
+    index: int
+    predicate: Predicate
+    key_readers: tuple[ValueReader, ...]
+
+    @property
+    def key_fields(self) -> tuple[str, ...]:
+        """Names of the join-key fields, in order."""
+        return tuple(reader.name for reader in self.key_readers)
+
+    def join_keys(self, doc: Any) -> list[JoinKey]:
+        """Every join key of ``doc``: a multi-valued key field fans out; a missing one gives none."""
+        columns = []
+        for reader in self.key_readers:
+            values = reader(doc)
+            if not values:
+                return []
+            columns.append(dict.fromkeys(str(v) if not isinstance(v, (str, int)) else v for v in values))
+        if len(columns) == 1:
+            return [(value,) for value in columns[0]]
+        return list(itertools.product(*columns))
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    """A rule ready to evaluate: metadata plus compiled stages."""
+
+    meta: RuleMeta
+    path: str
+    stages: tuple[Stage, ...]
+    maxspan_ns: int | None
+    requirement: Requirement
+    fields: frozenset[str]
+
+
+def compile_rule(meta: RuleMeta, path: str = "<rule>", text: str | None = None) -> CompiledRule:
+    """Compile a rule's query; errors name the file and the position within it."""
+    query_line = _query_line(text, meta.query) if text else 0
+    try:
+        node = parse_rule_query(meta.query)
+    except EqlError as exc:
+        problem = str(exc).splitlines()
+        message = problem[1] if len(problem) > 1 else str(exc)
+        line = getattr(exc, "line", None)
+        column = getattr(exc, "column", None)
+        raise RuleError(
+            path,
+            f"invalid EQL query: {message}",
+            None if line is None else query_line + line + 1,
+            None if column is None else column + 1,
+        ) from None
+    try:
+        return _compile_sequence(meta, path, node)
+    except UnsupportedQuery as exc:
+        raise RuleError(path, f"unsupported EQL: {exc}", query_line + 1 if text else None) from None
+
+
+def _compile_sequence(meta: RuleMeta, path: str, node: ast.PipedQuery) -> CompiledRule:
+    if node.pipes:
+        raise UnsupportedQuery("pipes (| head, | tail, ...) are not supported")
+    sequence = node.first
+    if not isinstance(sequence, ast.Sequence):
+        raise UnsupportedQuery("only sequence queries are supported")
+    if sequence.close is not None:
+        raise UnsupportedQuery("'until' is not supported")
+    compiler = ConditionCompiler(meta.field_types, DERIVED_FIELDS)
+    stages = []
+    requirements = []
+    fields: set[str] = set()
+    key_width = None
+    for index, subquery in enumerate(sequence.queries):
+        if subquery.data.get("is_negated"):
+            raise UnsupportedQuery("missing-event stages (![...]) are not supported")
+        event_query = subquery.query
+        category = compiler.event_category(event_query.event_type)
+        condition = compiler.compile(event_query.query)
+        readers = []
+        for join_value in subquery.join_values:
+            if not isinstance(join_value, ast.Field):
+                raise UnsupportedQuery(f"join keys must be fields: {join_value}")
+            readers.append(compiler.reader(".".join([join_value.base, *join_value.path])))
+        if key_width is not None and len(readers) != key_width:
+            raise UnsupportedQuery("every stage must join on the same number of fields")
+        key_width = len(readers)
+        cat_predicate, cond_predicate = category.predicate, condition.predicate
+
+        def predicate(doc: Any, _c: Predicate = cat_predicate, _p: Predicate = cond_predicate) -> bool:
+            return _c(doc) and _p(doc)
+
+        stages.append(Stage(index, predicate, tuple(readers)))
+        requirements.append(and_requirements([category.requirement, condition.requirement]))
+        fields |= category.fields | condition.fields | {r.name for r in readers}
+    maxspan = None
+    if sequence.max_span is not None:
+        maxspan = int(sequence.max_span.quantity * sequence.max_span.unit.as_milliseconds() * 1_000_000)
+    return CompiledRule(
+        meta=meta,
+        path=path,
+        stages=tuple(stages),
+        maxspan_ns=maxspan,
+        requirement=or_requirements(requirements),
+        fields=frozenset(fields | {"@timestamp"}),
+    )
+
+
+def _query_line(text: str, query: str) -> int:
+    """Zero-based line of the file where the query text starts (0 if it cannot be located)."""
+    first = next((line.strip() for line in query.splitlines() if line.strip()), "")
+    position = text.find(first) if first else -1
+    return text.count("\n", 0, position) if position >= 0 else 0
+
+
+def load_rules(path: Path | str | None = None) -> list[CompiledRule]:
+    """Load one rule file, or every ``*.toml`` file of a directory (sorted by name)."""
+    path = Path(path) if path is not None else DEFAULT_RULE_PATH
+    if path.is_dir():
+        files = sorted(path.glob("*.toml"))
+        if not files:
+            raise RuleError(path, "no *.toml rule files in this directory")
+    elif path.exists():
+        files = [path]
+    else:
+        raise RuleError(path, "no such rule file or directory")
+    rules = []
+    for file in files:
+        meta, text = read_rule_meta(file)
+        rules.append(compile_rule(meta, str(file), text))
+    seen: dict[str, str] = {}
+    for rule in rules:
+        if rule.meta.rule_id in seen:
+            raise RuleError(rule.path, f"rule_id {rule.meta.rule_id} is also used by {seen[rule.meta.rule_id]}")
+        seen[rule.meta.rule_id] = rule.path
+    return rules
+
+
+def combined_requirement(rules: Iterable[CompiledRule]) -> Requirement:
+    """The raw-byte condition an event must meet to be relevant to any of ``rules``."""
+    return or_requirements([rule.requirement for rule in rules])

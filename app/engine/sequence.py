@@ -15,7 +15,9 @@ Semantics (docs/semantics.md has the full statement and the reasons):
   alerts with the same id whatever the arrival order.
 * Re-delivered events (same event id) are ignored, so duplicates never change the alerts.
 * State expires by event time: once the stream's watermark passes an entry by lateness + maxspan
-  (+ order tolerance), no in-lateness event can pair with it and it is dropped.
+  (+ order tolerance), no in-lateness event can pair with it and it is dropped. An event arriving
+  even later than that is dropped too (counted as ``too_late``): what it would pair with is gone.
+  Events later than the allowed lateness but not that late are still evaluated (``late``).
 * Opt-in order tolerance: later stages are ordered as if they happened ``order_tolerance`` later,
   so a stage-2 event up to that much before its stage-1 event still completes the sequence
   (Sysmon's network events can carry an earlier UtcTime than the process start they belong to).
@@ -64,6 +66,7 @@ class EngineStats:
     candidates: int = 0
     duplicates: int = 0
     late: int = 0
+    too_late: int = 0
     sequences: int = 0
     superseded: int = 0
     evicted: int = 0
@@ -107,6 +110,11 @@ class SequenceEngine:
         self.watermark.observe(candidate.source, candidate.timestamp_ns)
         now = self.watermark.value
         if now is not None and candidate.timestamp_ns < now - self.allowed_lateness_ns:
+            if candidate.timestamp_ns < now - self.horizon_ns:
+                # State it could pair with (or that would have consumed it) is already gone, so any
+                # answer would be a guess: drop it, counted.
+                self.stats.too_late += 1
+                return []
             self.stats.late += 1
         skey = self.state_key(candidate.key)
         state = self.store.get(skey) or KeyState()

@@ -117,7 +117,10 @@ def _leaves(node: Any, out: list) -> None:
 def keyword_value(value: Any) -> str | None:
     """The indexed keyword form of a JSON scalar, or None if it is not indexed."""
     if type(value) is str:
-        return value if len(value) <= KEYWORD_IGNORE_ABOVE else None
+        if len(value) <= KEYWORD_IGNORE_ABOVE // 2:
+            return value
+        # ignore_above counts Java chars (UTF-16 code units): characters outside the BMP count twice.
+        return value if len(value.encode("utf-16-le")) // 2 <= KEYWORD_IGNORE_ABOVE else None
     if value is True:
         return "true"
     if value is False:

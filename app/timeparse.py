@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import re
+from decimal import Decimal
 from datetime import datetime, timedelta, timezone
 
 NS_PER_MS = 1_000_000
@@ -45,12 +46,12 @@ def parse_duration(text: str | int | float) -> int:
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         if text < 0:
             raise ValueError(f"duration must not be negative: {text!r}")
-        return int(text * NS_PER_S)
+        return int(Decimal(str(text)) * NS_PER_S)
     match = _DURATION_RE.match(str(text))
     if not match:
         raise ValueError(f"invalid duration {text!r}: use a number and a unit (ms, s, m, h, d), e.g. '4m'")
     quantity, unit = match.groups()
-    return int(float(quantity) * _DURATION_UNITS_NS[unit or "s"])
+    return int(Decimal(quantity) * _DURATION_UNITS_NS[unit or "s"])
 
 
 def format_duration(ns: int) -> str:

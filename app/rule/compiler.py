@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,8 @@ DERIVED_FIELDS = frozenset(
 )
 
 JoinKey = tuple[Any, ...]
+# The eql parser accepts "sequence with maxspan=1m by x"; Elasticsearch requires "by" first.
+_WITH_BEFORE_BY = re.compile(r"\bsequence\s+with\s+maxspan\s*=\s*\S+\s+by\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,14 @@ class CompiledRule:
 
 def compile_rule(meta: RuleMeta, path: str = "<rule>", text: str | None = None) -> CompiledRule:
     """Compile a rule's query; errors name the file and the position within it."""
-    query_line = _query_line(text, meta.query) if text else 0
+    query_line = _query_line(text) if text else 0
+    misplaced_by = _WITH_BEFORE_BY.search(meta.query)
+    if misplaced_by:
+        raise RuleError(
+            path,
+            "invalid EQL query: specify sequence [by] before [with], not after (Elasticsearch refuses this order)",
+            query_line + meta.query.count("\n", 0, misplaced_by.start()) + 1 if text else None,
+        )
     try:
         node = parse_rule_query(meta.query)
     except EqlError as exc:
@@ -112,6 +122,8 @@ def _compile_sequence(meta: RuleMeta, path: str, node: ast.PipedQuery) -> Compil
         raise UnsupportedQuery("only sequence queries are supported")
     if sequence.close is not None:
         raise UnsupportedQuery("'until' is not supported")
+    if len(sequence.queries) < 2:
+        raise UnsupportedQuery("a sequence needs at least two stages")
     compiler = ConditionCompiler(meta.field_types, DERIVED_FIELDS)
     stages = []
     requirements = []
@@ -152,11 +164,14 @@ def _compile_sequence(meta: RuleMeta, path: str, node: ast.PipedQuery) -> Compil
     )
 
 
-def _query_line(text: str, query: str) -> int:
-    """Zero-based line of the file where the query text starts (0 if it cannot be located)."""
-    first = next((line.strip() for line in query.splitlines() if line.strip()), "")
-    position = text.find(first) if first else -1
-    return text.count("\n", 0, position) if position >= 0 else 0
+def _query_line(text: str) -> int:
+    """Zero-based line of the file holding the query's first line (0 if it cannot be located)."""
+    key = re.search(r"^[ \t]*query[ \t]*=[ \t]*(\'\'\'|\"\"\"|\'|\")(.*)$", text, re.MULTILINE)
+    if key is None:
+        return 0
+    line = text.count("\n", 0, key.start())
+    # TOML drops a newline right after an opening triple quote: the query then starts on the next line.
+    return line + 1 if len(key.group(1)) == 3 and not key.group(2).strip() else line
 
 
 def load_rules(path: Path | str | None = None) -> list[CompiledRule]:

@@ -233,9 +233,9 @@ class ConditionCompiler:
 
     @staticmethod
     def _long_literal(name: str, value: Any) -> int:
-        number = None if isinstance(value, bool) else long_value(value)
-        if number is None:
-            raise UnsupportedQuery(f"{name} is a long field; {value!r} is not a number")
+        number = None if isinstance(value, (bool, float)) else long_value(value)
+        if number is None or (isinstance(value, str) and not value.strip().lstrip("-").isdigit()):
+            raise UnsupportedQuery(f"{name} is a long field; {value!r} is not an integer")
         return number
 
     def _literal_requirement(self, name: str, literals: list[str]) -> Requirement:
@@ -298,31 +298,28 @@ def _any_match(reader: ValueReader, matchers: list[Callable[[str], bool]]) -> Pr
     return predicate
 
 
-def _alt_case(ch: str) -> str:
-    """Lucene's case-insensitive automaton: a pattern character matches itself or its one other case."""
-    other = ch.upper() if ch.islower() else ch.lower()
-    return other if len(other) == 1 else ch
-
-
 def _insensitive_matcher(literal: str) -> Callable[[str], bool]:
-    if literal.isascii():
-        lowered = literal.lower()
-        # An ASCII pattern character matches only ASCII values, so ASCII lowering is exact here.
-        return lambda value: len(value) == len(lowered) and value.isascii() and value.lower() == lowered
-    return _wildcard_matcher(literal, True, wildcards=False)
+    """Elasticsearch's case-insensitive term: ASCII letters match either case, other characters only themselves.
+
+    (``AutomatonQueries.toCaseInsensitiveChar`` folds code points below 128 only.) ``bytes.lower``
+    folds exactly the ASCII letters, so comparing UTF-8 encodings lowered that way is the same test.
+    """
+    folded = literal.encode().lower()
+    return lambda value: value.encode().lower() == folded
 
 
-def _wildcard_matcher(pattern: str, insensitive: bool, *, wildcards: bool = True) -> Callable[[str], bool]:
+def _wildcard_matcher(pattern: str, insensitive: bool) -> Callable[[str], bool]:
     """A whole-value matcher; ``*`` and ``?`` are wildcards and nothing escapes them, as in EQL."""
     parts = []
     for ch in pattern:
-        if wildcards and ch == "*":
+        if ch == "*":
             parts.append(".*")
-        elif wildcards and ch == "?":
+        elif ch == "?":
             parts.append(".")
+        elif insensitive and ch.isascii() and ch.isalpha():
+            parts.append(f"[{ch.lower()}{ch.upper()}]")
         else:
-            other = _alt_case(ch) if insensitive else ch
-            parts.append(f"[{re.escape(ch)}{re.escape(other)}]" if other != ch else re.escape(ch))
+            parts.append(re.escape(ch))
     regex = re.compile("".join(parts), re.DOTALL)
     return lambda value: regex.fullmatch(value) is not None
 

@@ -128,7 +128,7 @@ def test_default_threat_mapping(default_rule):
     assert threat[1].technique[0].subtechnique[0].reference == "https://attack.mitre.org/techniques/T1218/005/"
 
 
-def test_rule_uuid_is_stable_and_version_specific(default_rule, tmp_path):
+def test_rule_uuid_is_stable_and_version_specific(default_rule):
     again = load_rules()[0]
     assert default_rule.meta.uuid == again.meta.uuid
     other = default_rule.meta.model_copy(update={"version": 5})

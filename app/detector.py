@@ -36,6 +36,15 @@ class RecordRejected(Exception):
         self.detail = detail
 
 
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why (part of) a record was not evaluated, with the bytes concerned (for the dead-letter topic)."""
+
+    reason: str
+    detail: str
+    raw: bytes
+
+
 @dataclass
 class ExtractStats:
     """What the extractor saw."""
@@ -47,6 +56,10 @@ class ExtractStats:
     rejected: Counter = field(default_factory=Counter)
 
 
+Extraction = tuple[list[Candidate], list[Rejection]]
+_NOTHING: Extraction = ([], [])
+
+
 class CandidateExtractor:
     """Prefilter, parse and evaluate each record against every rule's stages."""
 
@@ -55,25 +68,53 @@ class CandidateExtractor:
         self.prefilter = build_prefilter(combined_requirement(rules))
         self.stats = ExtractStats()
 
-    def extract(self, raw: bytes, origin: str = "") -> list[Candidate]:
-        """Candidates in one raw record (usually none); raises ``RecordRejected`` for bad input."""
-        self.stats.records += 1
-        # Two byte checks catch most malformed records (truncated, plain text, arrays) without a parse.
-        if raw[:1] != b"{" or not raw.endswith(_OBJECT_ENDS):
-            return self.candidates(self._parse(raw), origin)
-        if not self.prefilter(raw):
-            return []
-        return self.candidates(self._parse(raw), origin)
+    def extract(self, raw: bytes, origin: str = "") -> Extraction:
+        """The candidates in one raw record (usually none) and what had to be rejected.
 
-    def _parse(self, raw: bytes) -> dict[str, Any]:
+        The returned lists must not be modified (the common empty result is shared).
+        """
+        self.stats.records += 1
+        # Two byte checks send malformed records (truncated, plain text, arrays) to the parser, which
+        # names the problem; well-formed-looking ones are dropped unparsed unless the prefilter keeps them.
+        if raw[:1] == b"{" and raw.endswith(_OBJECT_ENDS) and not self.prefilter(raw):
+            return _NOTHING
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            self._reject("invalid_json", str(exc))
+            if b"\n" in raw.strip():
+                return self._extract_lines(raw, origin)
+            return [], [self._rejection("invalid_json", f"not JSON ({exc})", raw)]
+        return self._evaluate(doc, raw, origin)
+
+    def _extract_lines(self, raw: bytes, origin: str) -> Extraction:
+        """Logstash's json_lines codec may put several newline-separated objects in one record."""
+        found: list[Candidate] = []
+        rejected: list[Rejection] = []
+        for line in raw.split(b"\n"):
+            if not line.strip() or (line[:1] == b"{" and line.rstrip().endswith(b"}") and not self.prefilter(line)):
+                continue
+            try:
+                doc = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                rejected.append(self._rejection("invalid_json", f"a line of a multi-line record is not JSON ({exc})", line))
+                continue
+            more, problems = self._evaluate(doc, line, origin)
+            found += more
+            rejected += problems
+        return found, rejected
+
+    def _evaluate(self, doc: Any, raw: bytes, origin: str) -> Extraction:
         if type(doc) is not dict:
-            self._reject("not_an_object", f"a JSON {type(doc).__name__}, not an object")
+            return [], [self._rejection("not_an_object", f"a JSON {type(doc).__name__}, not an object", raw)]
         self.stats.parsed += 1
-        return doc
+        try:
+            return self.candidates(doc, origin), []
+        except RecordRejected as exc:
+            return [], [self._rejection(exc.reason, exc.detail, raw)]
+
+    def _rejection(self, reason: str, detail: str, raw: bytes) -> Rejection:
+        self.stats.rejected[reason] += 1
+        return Rejection(reason, detail, raw)
 
     def candidates(self, doc: dict[str, Any], origin: str = "") -> list[Candidate]:
         """Candidates of one parsed event."""
@@ -94,7 +135,9 @@ class CandidateExtractor:
             if identity is None:
                 timestamp = parse_timestamp(_single(doc.get("@timestamp")))
                 if timestamp is None:
-                    self._reject("invalid_timestamp", f"@timestamp {str(doc.get('@timestamp'))[:80]!r} is not a date")
+                    raise RecordRejected(
+                        "invalid_timestamp", f"@timestamp {str(doc.get('@timestamp'))[:80]!r} is not a date"
+                    )
                 hosts = [keyword_value(v) for v in _host_id(doc)]
                 identity = (timestamp, event_id(doc), next((h for h in hosts if h), ""))
             timestamp, eid, host = identity
@@ -102,10 +145,6 @@ class CandidateExtractor:
                 found.append(Candidate(rule.meta.rule_id, key, tuple(stages), timestamp, eid, doc, host, origin))
         self.stats.candidates += len(found)
         return found
-
-    def _reject(self, reason: str, detail: str) -> None:
-        self.stats.rejected[reason] += 1
-        raise RecordRejected(reason, detail)
 
 
 def _single(value: Any) -> Any:

@@ -13,7 +13,7 @@ from typing import BinaryIO, Callable
 
 from tqdm import tqdm
 
-from app.detector import Alert, CandidateExtractor, RecordRejected, SequenceStage
+from app.detector import Alert, CandidateExtractor, SequenceStage
 from app.rule.compiler import CompiledRule
 from app.settings import Settings
 
@@ -94,10 +94,7 @@ def replay(
                         if pending == 65536:
                             bar.update(pending)
                             pending = 0
-                        try:
-                            candidates = extract(line, origin)
-                        except RecordRejected:
-                            continue
+                        candidates, _ = extract(line, origin)  # rejections are counted in extractor.stats
                         for candidate in candidates:
                             for alert in stage.process(candidate, time.time_ns()):
                                 alerts += 1

@@ -204,8 +204,8 @@ class EventFactory:
 
     # -- fleet -------------------------------------------------------------------------------
 
-    def fleet(self, count: int, defend_share: float) -> list[Host]:
-        """``count`` hosts; ``defend_share`` of them run Elastic Defend, the rest Winlogbeat 7.
+    def fleet(self, count: int, defend_share: float, start_ns: int) -> list[Host]:
+        """``count`` hosts booted before ``start_ns``; ``defend_share`` run Elastic Defend, the rest Winlogbeat 7.
 
         With a share strictly between 0 and 1 both shapes get at least one host, so the scenarios
         can always be written in both shapes.
@@ -215,9 +215,9 @@ class EventFactory:
             defend = min(max(defend, 1), count - 1)
         shapes = [DEFEND] * defend + [WINLOGBEAT] * (count - defend)
         self.rng.shuffle(shapes)
-        return [self._host(index, shape) for index, shape in enumerate(shapes)]
+        return [self._host(index, shape, start_ns) for index, shape in enumerate(shapes)]
 
-    def _host(self, index: int, shape: str) -> Host:
+    def _host(self, index: int, shape: str, start_ns: int) -> Host:
         rng = self.rng
         server = index % 5 == 0
         site = rng.choice(("ams1", "fra2", "nyc3"))
@@ -238,7 +238,7 @@ class EventFactory:
             build=build,
             labels={"env": "prod", "site": site, "team": rng.choice(("finance", "ops", "sales", "rnd"))},
         )
-        boot_ns = 0
+        boot_ns = start_ns - rng.randrange(600, 30 * 86400) * NS_PER_S
         wininit = self.process(host, IMAGES["wininit"], ("wininit.exe",), SYSTEM, None, boot_ns)
         services = self.process(host, IMAGES["services"], (IMAGES["services"].path,), SYSTEM, wininit, boot_ns)
         svchost = "C:\\Windows\\system32\\svchost.exe"
@@ -330,13 +330,17 @@ class EventFactory:
                 "name": name,
                 "extension": _extension(name),
                 "size": self.rng.randrange(200, 4_000_000),
-                "Ext": {"entropy": round(self.rng.uniform(1.0, 7.9), 6), "header_bytes": f"{self.rng.getrandbits(64):016x}"},
+                "Ext": {
+                    "entropy": round(self.rng.uniform(1.0, 7.9), 6),
+                    "header_bytes": f"{self.rng.getrandbits(64):016x}",
+                },
             }
             event["user"] = self._defend_user(proc.user)
             return event
         event = self._winlogbeat_base(host, ts_ns, 11, "File created (rule: FileCreate)", ["file"], ["creation"])
-        event["file"] = {"path": path, "name": name, "directory": path.rsplit("\\", 1)[0], "extension": _extension(name)}
-        event["process"] = {"entity_id": proc.entity_id, "pid": proc.pid, "executable": proc.image.path, "name": proc.image.name}
+        directory = path.rsplit("\\", 1)[0]
+        event["file"] = {"path": path, "name": name, "directory": directory, "extension": _extension(name)}
+        event["process"] = _sysmon_process_ref(proc)
         event["winlog"]["event_data"] = {"RuleName": "-", "CreationUtcTime": _sysmon_utc(ts_ns)}
         return event
 
@@ -362,7 +366,7 @@ class EventFactory:
         )
         event["registry"] = {"path": path, "hive": key.split("\\", 1)[0], "key": key.split("\\", 1)[1], "value": value,
                              "data": {"strings": [data], "type": "SZ"}}
-        event["process"] = {"entity_id": proc.entity_id, "pid": proc.pid, "executable": proc.image.path, "name": proc.image.name}
+        event["process"] = _sysmon_process_ref(proc)
         event["winlog"]["event_data"] = {"RuleName": "-", "EventType": "SetValue", "Details": data}
         return event
 
@@ -387,12 +391,12 @@ class EventFactory:
         event["dns"] = {"question": {"name": name, "registered_domain": ".".join(name.split(".")[-2:])},
                         "resolved_ip": answers, "answers": [{"type": "A", "data": a} for a in answers]}
         event["network"] = {"protocol": "dns"}
-        event["process"] = {"entity_id": proc.entity_id, "pid": proc.pid, "executable": proc.image.path, "name": proc.image.name}
+        event["process"] = _sysmon_process_ref(proc)
         event["winlog"]["event_data"] = {"RuleName": "-", "QueryStatus": "0", "QueryResults": ";".join(answers)}
         return event
 
-    def logon(self, host: Host, ts_ns: int, user: User, logon_type: int, source_ip: str) -> Event:
-        """A successful logon (Defend security event / Security 4624 through Winlogbeat)."""
+    def logon(self, host: Host, ts_ns: int, user: User, source_ip: str) -> Event:
+        """A successful network logon (Defend security event / Security 4624 through Winlogbeat)."""
         lsass = host.services["lsass"]
         logon_id = f"0x{self.rng.getrandbits(28):x}"
         if host.shape == DEFEND:
@@ -410,16 +414,17 @@ class EventFactory:
         event["winlog"].update({"channel": "Security", "provider_name": "Microsoft-Windows-Security-Auditing",
                                 "provider_guid": "{54849625-5478-4994-a5ba-3e3b0328c30d}", "task": "Logon",
                                 "keywords": ["Audit Success"], "logon": {"id": logon_id, "type": "Network"}})
+        source_port = self.rng.randrange(49152, 65536)
         event["winlog"]["event_data"] = {
             "SubjectUserSid": "S-1-0-0", "SubjectUserName": "-", "SubjectDomainName": "-", "SubjectLogonId": "0x0",
             "TargetUserSid": user.sid, "TargetUserName": user.name, "TargetDomainName": user.domain,
-            "TargetLogonId": logon_id, "LogonType": str(logon_type), "LogonProcessName": "Kerberos",
+            "TargetLogonId": logon_id, "LogonType": "3", "LogonProcessName": "Kerberos",
             "AuthenticationPackageName": "Kerberos", "WorkstationName": "-", "KeyLength": "0",
-            "ProcessId": "0x0", "ProcessName": "-", "IpAddress": source_ip, "IpPort": str(self.rng.randrange(49152, 65536)),
+            "ProcessId": "0x0", "ProcessName": "-", "IpAddress": source_ip, "IpPort": str(source_port),
             "ImpersonationLevel": "%%1833", "ElevatedToken": "%%1843",
         }
         event["user"] = {"id": user.sid, "name": user.name, "domain": user.domain}
-        event["source"] = {"ip": source_ip, "port": int(event["winlog"]["event_data"]["IpPort"])}
+        event["source"] = {"ip": source_ip, "port": source_port}
         event["related"] = {"user": [user.name], "ip": [source_ip]}
         return event
 
@@ -675,7 +680,7 @@ class EventFactory:
             "type": "ipv6" if ":" in conn.local_ip else "ipv4",
             "community_id": "1:" + base64.b64encode(self.rng.randbytes(20)).decode(),
         }
-        event["process"] = {"entity_id": proc.entity_id, "pid": proc.pid, "executable": proc.image.path, "name": proc.image.name}
+        event["process"] = _sysmon_process_ref(proc)
         event["related"] = {"ip": [conn.local_ip, conn.remote_ip], "user": [proc.user.name]}
         event["user"] = {"domain": proc.user.domain, "name": proc.user.name}
         event["winlog"]["event_data"] = {
@@ -686,6 +691,10 @@ class EventFactory:
             "DestinationPortName": "-",
         }
         return event
+
+
+def _sysmon_process_ref(proc: Process) -> dict[str, Any]:
+    return {"entity_id": proc.entity_id, "pid": proc.pid, "executable": proc.image.path, "name": proc.image.name}
 
 
 def _ancestors(proc: Process) -> list[Process]:
@@ -726,14 +735,18 @@ def _round_down(ts_ns: int, shape: str) -> int:
 # -- noise -------------------------------------------------------------------------------------
 
 # Process starts of a Windows fleet; about 13% carry -Embedding (COM servers started by DcomLaunch).
+_LOWER_SYS32 = "C:\\Windows\\system32\\"  # how command lines usually spell it
+_WBEM = _LOWER_SYS32 + "wbem\\"
+_SVCHOST = _LOWER_SYS32 + "svchost.exe"
 _PROCESS_TEMPLATES: tuple[tuple[float, str, tuple[str, ...], str, User], ...] = (
-    (6, "wmiprvse", ("C:\\Windows\\system32\\wbem\\wmiprvse.exe", "-secured", "-Embedding"), "dcomlaunch", NETWORK_SERVICE),
+    (6, "wmiprvse", (_WBEM + "wmiprvse.exe", "-secured", "-Embedding"), "dcomlaunch", NETWORK_SERVICE),
     (4, "runtimebroker", ("C:\\Windows\\System32\\RuntimeBroker.exe", "-Embedding"), "dcomlaunch", SYSTEM),
     (3, "searchindexer", ("C:\\Windows\\system32\\SearchIndexer.exe", "/Embedding"), "services", SYSTEM),
-    (20, "svchost", ("C:\\Windows\\system32\\svchost.exe", "-k", "netsvcs", "-p", "-s", "Schedule"), "services", SYSTEM),
-    (12, "svchost", ("C:\\Windows\\system32\\svchost.exe", "-k", "LocalServiceNetworkRestricted", "-p"), "services", LOCAL_SERVICE),
+    (20, "svchost", (_SVCHOST, "-k", "netsvcs", "-p", "-s", "Schedule"), "services", SYSTEM),
+    (12, "svchost", (_SVCHOST, "-k", "LocalServiceNetworkRestricted", "-p"), "services", LOCAL_SERVICE),
     (12, "conhost", ("\\??\\C:\\Windows\\system32\\conhost.exe", "0xffffffff", "-ForceV1"), "netsvcs", SYSTEM),
-    (10, "dllhost", ("C:\\Windows\\system32\\DllHost.exe", "/Processid:{AB8902B4-09CA-4BB6-B78D-A8F59079A8D5}"), "dcomlaunch", SYSTEM),
+    (10, "dllhost", (_LOWER_SYS32 + "DllHost.exe", "/Processid:{AB8902B4-09CA-4BB6-B78D-A8F59079A8D5}"),
+     "dcomlaunch", SYSTEM),
     (10, "taskhostw", ("taskhostw.exe", "NGCKeyPregen"), "netsvcs", SYSTEM),
     (12, "searchprotocolhost", (
         "C:\\Windows\\system32\\SearchProtocolHost.exe",
@@ -754,14 +767,16 @@ _FILE_PATHS = (
     "C:\\Users\\{user}\\AppData\\Local\\Temp\\{:08x}.tmp",
     "C:\\Users\\{user}\\AppData\\Local\\Microsoft\\Windows\\INetCache\\IE\\{:08X}\\update[1].xml",
     "C:\\Windows\\Prefetch\\SVCHOST.EXE-{:08X}.pf",
-    "C:\\Windows\\ServiceProfiles\\NetworkService\\AppData\\Local\\Microsoft\\Windows\\DeliveryOptimization\\Cache\\{:08x}",
+    "C:\\Windows\\ServiceProfiles\\NetworkService\\AppData\\Local\\Microsoft\\Windows\\DeliveryOptimization\\Cache\\"
+    "{:08x}",
 )
 _REGISTRY_VALUES = (
     ("HKLM\\SYSTEM\\CurrentControlSet\\Services\\bam\\State\\UserSettings\\{sid}",
      "\\Device\\HarddiskVolume3\\Windows\\System32\\svchost.exe", "Binary Data"),
     ("HKLM\\SOFTWARE\\Microsoft\\Windows Defender\\Signature Updates", "SignaturesLastUpdated", "2024-05-14T06:12:40Z"),
     ("HKU\\{sid}\\Software\\Microsoft\\Windows\\CurrentVersion\\Explorer\\RecentDocs", "MRUListEx", "Binary Data"),
-    ("HKLM\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion\\Schedule\\TaskCache\\Tree\\Microsoft\\Windows\\UpdateOrchestrator",
+    ("HKLM\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion\\Schedule\\TaskCache\\Tree\\Microsoft\\Windows\\"
+     "UpdateOrchestrator",
      "Index", "DWORD (0x00000003)"),
     ("HKLM\\SYSTEM\\CurrentControlSet\\Services\\Tcpip\\Parameters\\Interfaces\\{{{guid}}}", "DhcpIPAddress", "{ip}"),
 )
@@ -791,6 +806,10 @@ class NoiseWriter:
         peer = self.rng.choice(self.fleet)
         return peer.ip if peer is not host else f"10.{self.rng.randrange(10, 40)}.0.{self.rng.randrange(2, 254)}"
 
+    def _internet_ip(self) -> str:
+        rng = self.rng
+        return f"{rng.choice((13, 20, 40, 52))}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+
     def _process(self, host: Host, ts_ns: int) -> Event:
         _, image_key, args, parent_key, user = self.rng.choices(_PROCESS_TEMPLATES, _PROCESS_WEIGHTS)[0]
         parent = host.services[parent_key]
@@ -803,14 +822,14 @@ class NoiseWriter:
         if roll < 0.4:
             # Inbound high-port TCP to an RPC service: passes every stage-2 test but the process name.
             proc = host.services[rng.choice(("lsass", "services", "netsvcs"))]
-            conn = Connection(True, "tcp", host.ip, rng.randrange(49664, 49680), self._peer(host), rng.randrange(49152, 65536))
+            local_port = rng.randrange(49664, 49680)
+            conn = Connection(True, "tcp", host.ip, local_port, self._peer(host), rng.randrange(49152, 65536))
         elif roll < 0.55:
             conn = Connection(True, "tcp", host.ip, 135, self._peer(host), rng.randrange(49152, 65536))
             proc = host.services["rpcss"]
         else:
             proc = host.services[rng.choice(("netsvcs", "msmpeng", "dnscache"))]
-            remote = f"{rng.choice((13, 20, 40, 52))}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
-            conn = Connection(False, "tcp", host.ip, rng.randrange(49152, 65536), remote, 443)
+            conn = Connection(False, "tcp", host.ip, rng.randrange(49152, 65536), self._internet_ip(), 443)
         if host.shape == DEFEND and rng.random() < 0.3:
             conn = replace(conn, ended=True)
         return self.factory.network(host, proc, ts_ns, conn)
@@ -832,13 +851,12 @@ class NoiseWriter:
 
     def _dns(self, host: Host, ts_ns: int) -> Event:
         name = self.rng.choice(_DNS_NAMES)
-        answers = [f"{self.rng.choice((13, 20, 40, 52))}.{self.rng.randrange(256)}.{self.rng.randrange(256)}.{self.rng.randrange(1, 255)}"
-                   for _ in range(self.rng.randrange(1, 4))]
+        answers = [self._internet_ip() for _ in range(self.rng.randrange(1, 4))]
         proc = host.services[self.rng.choice(("dnscache", "explorer", "msmpeng"))]
         return self.factory.dns(host, proc, ts_ns, name, answers)
 
     def _logon(self, host: Host, ts_ns: int) -> Event:
-        return self.factory.logon(host, ts_ns, self.factory.domain_user(), 3, self._peer(host))
+        return self.factory.logon(host, ts_ns, self.factory.domain_user(), self._peer(host))
 
 
 # -- attacks and near misses -------------------------------------------------------------------
@@ -878,27 +896,39 @@ class ScenarioWriter:
 
     def near_miss(self, kind: str, plan: Plan, shape: str) -> Plan:
         """``plan`` with the one condition of ``kind`` broken (or at its boundary)."""
-        tick = _PRECISION_NS[shape]
-        changes: dict[str, Any] = {
-            "delay_over_maxspan": {"delay_ns": MAXSPAN_NS + tick},
-            "delay_at_maxspan": {"delay_ns": MAXSPAN_NS},
-            "outbound": {"inbound": False},
-            "udp": {"transport": "udp"},
-            "low_port": {"local_port": self.rng.choice((135, 443, 3389, 5985))},
-            "loopback_source": {"loopback": True},
-            "no_embedding": {"embedding": False},
-            "other_host": {"other_host": True},
-            "other_entity": {"other_entity": True},
-            "network_first": {"delay_ns": -plan.delay_ns},
-            "network_not_start": {"ended": True},
-        }[kind]
+        match kind:
+            case "delay_over_maxspan":  # by the source's smallest step: 100 ns or 1 ms
+                changes: dict[str, Any] = {"delay_ns": MAXSPAN_NS + _PRECISION_NS[shape]}
+            case "delay_at_maxspan":
+                changes = {"delay_ns": MAXSPAN_NS}
+            case "outbound":
+                changes = {"inbound": False}
+            case "udp":
+                changes = {"transport": "udp"}
+            case "low_port":
+                changes = {"local_port": self.rng.choice((135, 443, 3389, 5985))}
+            case "loopback_source":
+                changes = {"loopback": True}
+            case "no_embedding":
+                changes = {"embedding": False}
+            case "other_host":
+                changes = {"other_host": True}
+            case "other_entity":
+                changes = {"other_entity": True}
+            case "network_first":
+                changes = {"delay_ns": -plan.delay_ns}
+            case "network_not_start":
+                changes = {"ended": True}
+            case _:
+                raise ValueError(f"unknown near-miss kind {kind!r}")
         return replace(plan, **changes)
 
     def write(self, host: Host, start_ns: int, plan: Plan, case: str, case_id: str) -> list[tuple[int, Event]]:
         """The process start and the network event of ``plan`` on ``host``, with their timestamps."""
         factory = self.factory
         image = IMAGES["mshta"]
-        args = (image.path, "-Embedding") if plan.embedding else (image.path, "C:\\Users\\Public\\Documents\\update.hta")
+        hta = "C:\\Users\\Public\\Documents\\update.hta"
+        args = (image.path, "-Embedding") if plan.embedding else (image.path, hta)
         attacker = factory.domain_user()
         proc = factory.process(host, image, args, attacker, host.services["dcomlaunch"], start_ns)
         process_event = factory.process_start(host, proc, start_ns)
@@ -911,7 +941,9 @@ class ScenarioWriter:
         if plan.other_entity:
             net_proc = factory.process(host, image, args, attacker, host.services["dcomlaunch"], start_ns)
         local_ip, remote_ip = (("127.0.0.1", "127.0.0.1") if plan.loopback else (net_host.ip, plan.remote_ip))
-        conn = Connection(plan.inbound, plan.transport, local_ip, plan.local_port, remote_ip, plan.remote_port, plan.ended)
+        conn = Connection(
+            plan.inbound, plan.transport, local_ip, plan.local_port, remote_ip, plan.remote_port, plan.ended
+        )
         net_ts = start_ns + plan.delay_ns
         network_event = factory.network(net_host, net_proc, net_ts, conn)
 
@@ -926,8 +958,8 @@ class ScenarioWriter:
 def iter_corpus(
     seed: int,
     events: int,
-    attack_rate: float = 1e-5,
-    near_miss_rate: float = 1e-4,
+    attack_rate: float = 1e-3,
+    near_miss_rate: float = 5e-3,
     source_mix: float = 0.5,
     *,
     rate: float = 50.0,
@@ -953,7 +985,7 @@ def iter_corpus(
         raise ValueError("a fleet needs at least two hosts (lateral movement comes from another one)")
     rng = random.Random(seed)
     factory = EventFactory(rng)
-    fleet = factory.fleet(hosts or min(max(events // 200, 6), 400), source_mix)
+    fleet = factory.fleet(hosts or min(max(events // 200, 6), 400), source_mix, start_ns)
     by_shape = {shape: [h for h in fleet if h.shape == shape] for shape in SHAPES}
     shapes = [shape for shape in SHAPES if by_shape[shape]]
 
@@ -998,7 +1030,9 @@ def generate_corpus(
     return list(iter_corpus(seed, events, attack_rate, near_miss_rate, source_mix, **options))
 
 
-def _noise(writer: NoiseWriter, fleet: list[Host], count: int, start_ns: int, rate: float) -> Iterator[tuple[int, Event]]:
+def _noise(
+    writer: NoiseWriter, fleet: list[Host], count: int, start_ns: int, rate: float
+) -> Iterator[tuple[int, Event]]:
     """Noise in @timestamp order: Poisson arrivals over the fleet, each truncated to its source's precision.
 
     Truncation moves an event back by less than a millisecond, which can put it before the previous
@@ -1077,7 +1111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--source-mix", type=float, default=0.5, help="share of hosts running Elastic Defend")
     parser.add_argument("--rate", type=float, default=50.0, help="fleet events per second (sets the time span)")
     parser.add_argument("--hosts", type=int, help="fleet size (default: from --events)")
-    parser.add_argument("--start", default=DEFAULT_START, help="@timestamp of the first event")
+    parser.add_argument("--start", default=DEFAULT_START, help="start of the time range (ISO 8601)")
     parser.add_argument(
         "--near-miss-kinds", default=",".join(NEAR_MISSES), help=f"comma-separated subset of: {', '.join(NEAR_MISSES)}"
     )

@@ -19,12 +19,12 @@ from app.engine.state import MemoryStore, StateStore
 from app.engine.watermark import Watermark
 from app.fields import compile_getter, keyword_value
 from app.rule.compiler import CompiledRule, combined_requirement
-from app.rule.prefilter import build_prefilter
+from app.rule.prefilter import Prefilter
 from app.settings import Settings
 from app.timeparse import parse_timestamp
 
 _host_id = compile_getter("host.id")
-_OBJECT_ENDS = (b"}", b"}\n", b"}\r\n")
+_OBJECT_ENDS = (b"}", b"}\r", b"}\n", b"}\r\n")
 
 
 class RecordRejected(Exception):
@@ -65,7 +65,7 @@ class CandidateExtractor:
 
     def __init__(self, rules: list[CompiledRule]) -> None:
         self.rules = rules
-        self.prefilter = build_prefilter(combined_requirement(rules))
+        self.prefilter = Prefilter(combined_requirement(rules))
         self.stats = ExtractStats()
 
     def extract(self, raw: bytes, origin: str = "") -> Extraction:
@@ -78,6 +78,31 @@ class CandidateExtractor:
         # names the problem; well-formed-looking ones are dropped unparsed unless the prefilter keeps them.
         if raw[:1] == b"{" and raw.endswith(_OBJECT_ENDS) and not self.prefilter(raw):
             return _NOTHING
+        return self._parse_and_evaluate(raw, origin)
+
+    def extract_block(self, block: bytes, origin: str = "", start: int = 0, end: int | None = None) -> Extraction:
+        """Like ``extract`` for every line of ``block[start:end]``, newline-separated records (NDJSON).
+
+        One prefilter scan covers the whole block; only lines with a hit are touched one by one.
+        Blank lines are not records.
+        """
+        end = len(block) if end is None else end
+        lines = block.count(b"\n", start, end) + (0 if start == end or block[end - 1] == 0x0A else 1)
+        found: list[Candidate] = []
+        rejected: list[Rejection] = []
+        blank = 0
+        for start, end in self.prefilter.lines_to_check(block, start, end):
+            line = block[start:end]
+            if not line.strip():
+                blank += 1
+            elif line[:1] != b"{" or not line.endswith(_OBJECT_ENDS) or self.prefilter(line):
+                more, problems = self._parse_and_evaluate(line, origin)
+                found += more
+                rejected += problems
+        self.stats.records += lines - blank
+        return found, rejected
+
+    def _parse_and_evaluate(self, raw: bytes, origin: str) -> Extraction:
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -91,7 +116,7 @@ class CandidateExtractor:
         found: list[Candidate] = []
         rejected: list[Rejection] = []
         for line in raw.split(b"\n"):
-            if not line.strip() or (line[:1] == b"{" and line.rstrip().endswith(b"}") and not self.prefilter(line)):
+            if not line.strip() or (line[:1] == b"{" and line.endswith(_OBJECT_ENDS) and not self.prefilter(line)):
                 continue
             try:
                 doc = orjson.loads(line)

@@ -12,14 +12,14 @@ from hypothesis import HealthCheck, event, find, given, settings
 from hypothesis import strategies as st
 
 from app.rule import combined_requirement, load_rules
-from app.rule.prefilter import build_prefilter
+from app.rule.prefilter import Prefilter
 
 MSHTA = frozenset({frozenset({b"mshta.exe"})})
 
 
 @pytest.fixture(scope="module")
 def keep():
-    return build_prefilter(MSHTA)
+    return Prefilter(MSHTA)
 
 
 # -- literal presence ------------------------------------------------------------------------
@@ -95,11 +95,11 @@ def test_non_escapes_and_unrelated_escapes_are_dropped(keep, raw):
 
 @pytest.mark.parametrize("raw", [b"", b"{}", b'{"a":"anything"}', b"\xff\xfe"])
 def test_empty_requirement_keeps_everything(raw):
-    assert build_prefilter(frozenset())(raw)
+    assert Prefilter(frozenset())(raw)
 
 
 def test_conjunction_of_disjunctions():
-    keep = build_prefilter(frozenset({frozenset({b"abc.exe", b"xyz.exe"}), frozenset({b"needle"})}))
+    keep = Prefilter(frozenset({frozenset({b"abc.exe", b"xyz.exe"}), frozenset({b"needle"})}))
     assert keep(b'{"a":"ABC.EXE","b":"Needle"}')
     assert keep(b'{"a":"xyz.exe needle"}')
     assert not keep(b'{"a":"abc.exe"}')  # second clause missing
@@ -118,7 +118,7 @@ def test_combined_requirement_of_the_default_rule():
 @pytest.fixture(scope="module")
 def v4():
     (rule,) = load_rules()
-    return rule, build_prefilter(rule.requirement)
+    return rule, Prefilter(rule.requirement)
 
 
 def random_case(word: str) -> st.SearchStrategy[str]:

@@ -29,6 +29,7 @@ class ReplayReport:
     duplicates: int
     late: int
     sequences: int
+    revised: int
     superseded: int
     alerts: int
     seconds: float
@@ -42,7 +43,8 @@ class ReplayReport:
             f"rejected lines: {sum(self.rejected.values())} ({rejected})\n"
             f"candidates: {self.candidates} (without a join key: {self.no_join_key}, duplicates: {self.duplicates}, "
             f"beyond allowed lateness: {self.late})\n"
-            f"sequences: {self.sequences} (superseded by later arrivals: {self.superseded})\n"
+            f"sequences: {self.sequences} (re-emitted with corrected events: {self.revised}, "
+            f"superseded by later arrivals: {self.superseded})\n"
             f"alerts: {self.alerts}\n"
             f"rate: {rate:,.0f} events/s ({self.seconds:.2f} s)"
         )
@@ -133,6 +135,7 @@ def replay(
         duplicates=sum(e.stats.duplicates for e in engines),
         late=sum(e.stats.late for e in engines),
         sequences=sum(e.stats.sequences for e in engines),
+        revised=sum(e.stats.revised for e in engines),
         superseded=sum(e.stats.superseded for e in engines),
         alerts=alerts,
         seconds=seconds,

@@ -8,11 +8,14 @@ Semantics (docs/semantics.md has the full statement and the reasons):
 * Kafka does not deliver in ``@timestamp`` order, so each arrival re-evaluates its key's events in
   sorted order. Within the allowed lateness this gives exactly the sorted-order (Elasticsearch)
   answer. Alerts are emitted as soon as a sequence completes, never held back for the lateness.
-  An alert cannot be taken back: if a late arrival shows that Elasticsearch would have paired
-  differently, the sequences it now finds are emitted too (a superset of Elasticsearch's answer)
-  and the earlier alert is counted as superseded. Since the alert id derives from the first
-  event, a key with one first-stage event (the normal case: an entity id names one process) always
-  alerts with the same id whatever the arrival order.
+  The alert id derives from the first event, so a key with one first-stage event (the normal
+  case: an entity id names one process) alerts with the same id whatever the arrival order. If a
+  late arrival changes the later events of an alerted sequence (an earlier connection of the same
+  process turns up), the alert is emitted again under the same id with Elasticsearch's events
+  (counted as ``revised``): the latest record per alert id is Elasticsearch's answer. An alert
+  cannot be taken back: if a late, different first-stage event makes Elasticsearch pair
+  differently, the new sequence is emitted too (a superset of Elasticsearch's answer) and the
+  earlier alert is counted as ``superseded``.
 * Re-delivered events (same event id) are ignored, so duplicates never change the alerts.
 * State expires by event time: once the stream's watermark passes an entry by lateness + maxspan
   (+ order tolerance), no in-lateness event can pair with it and it is dropped. An event arriving
@@ -69,6 +72,7 @@ class EngineStats:
     too_late: int = 0
     sequences: int = 0
     superseded: int = 0
+    revised: int = 0
     evicted: int = 0
     expired_keys: int = 0
     expired_entries: int = 0
@@ -196,10 +200,16 @@ class SequenceEngine:
         found = {seq[0].event_id: seq for seq in completed}
         matches = []
         for first_id, seq in found.items():
-            if first_id not in state.emitted:
-                state.emitted.append(first_id)
+            ids = [e.event_id for e in seq]
+            previous = state.emitted.get(first_id)
+            if previous == ids:
+                continue
+            if previous is None:
                 self.stats.sequences += 1
-                matches.append(SequenceMatch(self.rule_id, key, seq))
+            else:
+                self.stats.revised += 1
+            state.emitted[first_id] = ids
+            matches.append(SequenceMatch(self.rule_id, key, seq))
         for first_id in state.emitted:
             if first_id not in found and first_id not in state.superseded:
                 state.superseded.append(first_id)
@@ -243,5 +253,5 @@ class SequenceEngine:
             self.stats.expired_entries += len(state.entries) - len(kept)
             state.entries = kept
             first_ids = {e.event_id for e in kept if 0 in e.stages}
-            state.emitted = [i for i in state.emitted if i in first_ids]
+            state.emitted = {i: ids for i, ids in state.emitted.items() if i in first_ids}
             state.superseded = [i for i in state.superseded if i in first_ids]

@@ -28,13 +28,14 @@ class Entry:
 class KeyState:
     """Everything the engine remembers about one join key.
 
-    ``emitted`` holds the first-stage event ids whose sequence has been alerted (so an alert is
-    emitted once, however often the key is re-evaluated); ``superseded`` those of them that a later,
-    out-of-order arrival showed Elasticsearch would not have paired (counted once).
+    ``emitted`` maps the first event id of each alerted sequence to the event ids it was alerted
+    with (so an unchanged sequence is not emitted again when the key is re-evaluated);
+    ``superseded`` lists the first event ids that a later, out-of-order arrival showed
+    Elasticsearch would not have paired at all (counted once).
     """
 
     entries: list[Entry] = field(default_factory=list)
-    emitted: list[str] = field(default_factory=list)
+    emitted: dict[str, list[str]] = field(default_factory=dict)
     superseded: list[str] = field(default_factory=list)
     next_arrival: int = 0
 
@@ -54,7 +55,7 @@ class KeyState:
         """Inverse of ``to_json``."""
         return cls(
             entries=[Entry(ts, arrival, tuple(stages), eid, event, origin) for ts, arrival, stages, eid, event, origin in data["entries"]],
-            emitted=list(data["emitted"]),
+            emitted={first: list(ids) for first, ids in data["emitted"].items()},
             superseded=list(data["superseded"]),
             next_arrival=int(data["next_arrival"]),
         )

@@ -144,12 +144,15 @@ def test_late_different_stage_one_supersedes_but_never_retracts() -> None:
     assert eng.stats.superseded == 1
 
 
-def test_late_stage_two_with_same_first_event_does_not_realert() -> None:
+def test_late_earlier_stage_two_revises_the_alert_under_the_same_first_event() -> None:
     eng = engine()
     assert run(eng, cand("a", 0, T0), cand("b2", 1, T0 + 20 * S)) == [("a", "b2")]
-    # b1 is earlier: Elasticsearch would pair (a, b1), same alert id (first event a): no second alert.
-    assert run(eng, cand("b1", 1, T0 + 10 * S)) == []
-    assert eng.stats.sequences == 1
+    # b1 is earlier: Elasticsearch pairs (a, b1). Same first event, so the same alert id, re-emitted
+    # with Elasticsearch's events; the latest record per alert id is Elasticsearch's answer.
+    assert run(eng, cand("b1", 1, T0 + 10 * S)) == [("a", "b1")]
+    assert (eng.stats.sequences, eng.stats.revised, eng.stats.superseded) == (1, 1, 0)
+    # A later connection changes nothing.
+    assert run(eng, cand("b3", 1, T0 + 30 * S)) == []
 
 
 def test_expiry_drops_state_behind_the_watermark() -> None:

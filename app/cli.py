@@ -30,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--rule", help="rule file or directory (default: EQLSTREAM_RULE_PATH or the bundled v4 rule)")
     rp.add_argument("--allowed-lateness", help="e.g. 5m (default: EQLSTREAM_ALLOWED_LATENESS or 5m)")
     rp.add_argument("--order-tolerance", help="e.g. 5s (default: EQLSTREAM_ORDER_TOLERANCE or 0s)")
+    rp.add_argument("--host-id-fallback", help="opt-in join field for events without host.id, e.g. host.name")
     rp.add_argument(
         "--format",
         choices=("kibana", "summary"),
@@ -49,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("rule_path", args.rule),
             ("allowed_lateness", args.allowed_lateness),
             ("order_tolerance", args.order_tolerance),
+            ("host_id_fallback", args.host_id_fallback),
         )
         if value is not None
     }

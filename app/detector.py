@@ -18,6 +18,7 @@ from app.engine.sequence import Candidate, SequenceEngine, SequenceMatch
 from app.engine.state import MemoryStore, StateStore
 from app.engine.watermark import Watermark
 from app.fields import compile_getter, keyword_value
+from app.normalize import normalize
 from app.rule.compiler import CompiledRule, combined_requirement
 from app.rule.prefilter import Prefilter
 from app.settings import Settings
@@ -53,6 +54,7 @@ class ExtractStats:
     parsed: int = 0
     candidates: int = 0
     no_join_key: int = 0
+    missing_host_id: int = 0
     rejected: Counter = field(default_factory=Counter)
 
 
@@ -63,10 +65,12 @@ _NOTHING: Extraction = ([], [])
 class CandidateExtractor:
     """Prefilter, parse and evaluate each record against every rule's stages."""
 
-    def __init__(self, rules: list[CompiledRule]) -> None:
+    def __init__(self, rules: list[CompiledRule], settings: Settings | None = None) -> None:
         self.rules = rules
         self.prefilter = Prefilter(combined_requirement(rules))
         self.stats = ExtractStats()
+        fallback = (settings or Settings()).host_id_fallback
+        self._host_id_fallback = compile_getter(fallback) if fallback else None
 
     def extract(self, raw: bytes, origin: str = "") -> Extraction:
         """The candidates in one raw record (usually none) and what had to be rejected.
@@ -137,12 +141,25 @@ class CandidateExtractor:
         except RecordRejected as exc:
             return [], [self._rejection(exc.reason, exc.detail, raw)]
 
+    def _with_fallback_host_id(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Opt-in: join events without ``host.id`` on another field (Elasticsearch never joins them)."""
+        value = next((v for v in map(keyword_value, self._host_id_fallback(doc)) if v), None)
+        if value is None:
+            return doc
+        host = doc.get("host")
+        return {**doc, "host": {**host, "id": value} if isinstance(host, dict) else {"id": value}}
+
     def _rejection(self, reason: str, detail: str, raw: bytes) -> Rejection:
         self.stats.rejected[reason] += 1
         return Rejection(reason, detail, raw)
 
     def candidates(self, doc: dict[str, Any], origin: str = "") -> list[Candidate]:
-        """Candidates of one parsed event."""
+        """Candidates of one parsed event (normalized to ECS first)."""
+        doc = normalize(doc)
+        if not any(keyword_value(v) for v in _host_id(doc)):
+            self.stats.missing_host_id += 1
+            if self._host_id_fallback is not None:
+                doc = self._with_fallback_host_id(doc)
         found: list[Candidate] = []
         identity = None
         for rule in self.rules:

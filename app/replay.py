@@ -26,6 +26,7 @@ class ReplayReport:
     rejected: dict[str, int]
     candidates: int
     no_join_key: int
+    missing_host_id: int
     duplicates: int
     late: int
     sequences: int
@@ -43,6 +44,7 @@ class ReplayReport:
             f"rejected lines: {sum(self.rejected.values())} ({rejected})\n"
             f"candidates: {self.candidates} (without a join key: {self.no_join_key}, duplicates: {self.duplicates}, "
             f"beyond allowed lateness: {self.late})\n"
+            f"parsed events without host.id: {self.missing_host_id}\n"
             f"sequences: {self.sequences} (re-emitted with corrected events: {self.revised}, "
             f"superseded by later arrivals: {self.superseded})\n"
             f"alerts: {self.alerts}\n"
@@ -108,7 +110,7 @@ def replay(
     progress: bool = False,
 ) -> ReplayReport:
     """Replay ``files`` in order (arrival order = line order) and call ``on_alert`` for each alert."""
-    extractor = CandidateExtractor(rules)
+    extractor = CandidateExtractor(rules, settings)
     stage = SequenceStage(rules, settings)
     alerts = 0
     started = time.perf_counter()
@@ -132,6 +134,7 @@ def replay(
         rejected=dict(extractor.stats.rejected),
         candidates=extractor.stats.candidates,
         no_join_key=extractor.stats.no_join_key,
+        missing_host_id=extractor.stats.missing_host_id,
         duplicates=sum(e.stats.duplicates for e in engines),
         late=sum(e.stats.late for e in engines),
         sequences=sum(e.stats.sequences for e in engines),

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     max_entries_per_stage: int = Field(
         100, ge=1, description="Most events one join key holds per stage; a flood evicts the oldest."
     )
+    host_id_fallback: str = Field(
+        "",
+        description="Opt-in: join events that lack host.id (Windows Event Forwarding, add_host_metadata off) "
+        "on this field instead, e.g. host.name or winlog.computer_name. Elasticsearch never joins them. Empty = off.",
+    )
     log_level: str = Field("INFO", description="Python logging level.")
 
     @field_validator("allowed_lateness", "order_tolerance")

@@ -31,6 +31,7 @@ DERIVED_FIELDS = frozenset(
         "event.category",
         "event.type",
         "event.kind",
+        "event.action",
         "event.module",
         "event.dataset",
         "network.direction",

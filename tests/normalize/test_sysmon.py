@@ -1,22 +1,25 @@
 """Golden tests of ``normalize`` per input shape, and the mapped events against the default rule.
 
-Fixtures (tests/fixtures/inputs/) are written from the documented shapes in
-docs/input-sources.md; the expected fields follow Elastic's Sysmon ingest pipeline (see
-app/normalize/sysmon.py). Each golden test asserts the exact set of fields the mapping adds or
-changes, that no original field disappears, and that the input is not modified.
+Fixtures (tests/fixtures/inputs/) are hand-written from the documented shapes of what Winlogbeat
+6/7/8, Elastic Agent and Elastic Defend put on Kafka; the expected fields follow Elastic's Sysmon
+ingest pipeline (see app/normalize/sysmon.py). Each golden test asserts the exact set of fields the
+mapping adds or changes, that no original field disappears, and that the input is not modified.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.normalize import normalize
-from app.rule import load_rules
+from app.rule import DEFAULT_RULE_PATH, load_rules
 
 INPUTS = Path(__file__).resolve().parent.parent / "fixtures" / "inputs"
 RULE = load_rules()[0]
@@ -247,6 +250,15 @@ def test_raw_winlogbeat8_events_match_the_rule_only_once_mapped() -> None:
     assert START_STAGE.join_keys(start) == INBOUND_STAGE.join_keys(inbound) == [(HOST_ID, MSHTA_GUID)]
 
 
+@pytest.mark.parametrize("rule_file", sorted(DEFAULT_RULE_PATH.parent.glob("*.toml")), ids=lambda path: path.stem)
+def test_every_shipped_rule_version_matches_the_mapped_pair(rule_file: Path) -> None:
+    first, second = load_rules(rule_file)[0].stages
+    start = normalize(load("winlogbeat8_sysmon_1_mshta_embedding"))
+    inbound = normalize(load("winlogbeat8_sysmon_3_mshta_inbound"))
+    assert meets(first, start) and meets(second, inbound)
+    assert first.join_keys(start) == second.join_keys(inbound)
+
+
 def test_elastic_agent_start_joins_the_winlogbeat_inbound_connection() -> None:
     start = normalize(load("agent_sysmon_1_mshta_embedding"))
     inbound = normalize(load("winlogbeat8_sysmon_3_mshta_inbound"))
@@ -347,7 +359,9 @@ def test_already_mapped_events_are_left_alone(marker: dict[str, Any]) -> None:
     assert normalize(doc) is doc
 
 
-@pytest.mark.parametrize("winlog", [None, [], "Microsoft-Windows-Sysmon", {"provider_name": "Microsoft-Windows-Sysmon"}])
+@pytest.mark.parametrize(
+    "winlog", [None, [], "Microsoft-Windows-Sysmon", {"provider_name": "Microsoft-Windows-Sysmon"}]
+)
 def test_winlog_without_event_data_object_is_left_alone(winlog: Any) -> None:
     doc = {"winlog": winlog, "event": {"code": "3"}}
     assert normalize(doc) is doc
@@ -459,7 +473,9 @@ def test_network_direction(initiated: Any, direction: str | None) -> None:
     assert normalize(raw_event(Initiated=initiated))["network"].get("direction") == direction
 
 
-@pytest.mark.parametrize(("is_ipv6", "network_type"), [("true", "ipv6"), ("false", "ipv4"), ("yes", None), (False, None)])
+@pytest.mark.parametrize(
+    ("is_ipv6", "network_type"), [("true", "ipv6"), ("false", "ipv4"), ("yes", None), (False, None)]
+)
 def test_network_type(is_ipv6: Any, network_type: str | None) -> None:
     assert normalize(raw_event(SourceIsIpv6=is_ipv6))["network"].get("type") == network_type
 
@@ -573,3 +589,13 @@ def test_mapped_lists_are_not_shared_between_events() -> None:
     first, second = normalize(raw_event("3")), normalize(raw_event("3"))
     first["event"]["type"].append("mutated")
     assert second["event"]["type"] == ["start", "connection", "protocol"]
+
+
+@given(st.from_regex(r"[0-9]{1,4}(\.[0-9]{1,4}){2,4}", fullmatch=True) | st.ip_addresses().map(str))
+def test_source_ip_is_kept_exactly_when_it_is_an_address(text: str) -> None:
+    try:
+        ip_address(text)
+        valid = "%" not in text
+    except ValueError:
+        valid = False
+    assert normalize(raw_event(SourceIp=text))["source"].get("ip") == (text if valid else None)

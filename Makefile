@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 test: setup
+	$(BIN)/ruff check app tests bench
 	$(BIN)/python -m pytest
 
 demo: setup

@@ -37,7 +37,12 @@ def _parser() -> argparse.ArgumentParser:
         default="kibana",
         help="kibana: the alert documents (2 building blocks + 1 shell per match); summary: one line per match",
     )
-    rp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: when stderr is a terminal)")
+    rp.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: when stderr is a terminal)",
+    )
     return parser
 
 

@@ -95,8 +95,8 @@ class CandidateExtractor:
         found: list[Candidate] = []
         rejected: list[Rejection] = []
         blank = 0
-        for start, end in self.prefilter.lines_to_check(block, start, end):
-            line = block[start:end]
+        for line_start, line_end in self.prefilter.lines_to_check(block, start, end):
+            line = block[line_start:line_end]
             if not line.strip():
                 blank += 1
             elif line[:1] != b"{" or not line.endswith(_OBJECT_ENDS) or self.prefilter(line):
@@ -125,7 +125,9 @@ class CandidateExtractor:
             try:
                 doc = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
-                rejected.append(self._rejection("invalid_json", f"a line of a multi-line record is not JSON ({exc})", line))
+                rejected.append(
+                    self._rejection("invalid_json", f"a line of a multi-line record is not JSON ({exc})", line)
+                )
                 continue
             more, problems = self._evaluate(doc, line, origin)
             found += more

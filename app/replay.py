@@ -5,11 +5,11 @@ from __future__ import annotations
 import gzip
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from tqdm import tqdm
 
@@ -114,7 +114,9 @@ def replay(
     stage = SequenceStage(rules, settings)
     alerts = 0
     started = time.perf_counter()
-    with tqdm(total=None, unit=" events", unit_scale=True, disable=not progress, file=sys.stderr, mininterval=0.5) as bar:
+    with tqdm(
+        total=None, unit=" events", unit_scale=True, disable=not progress, file=sys.stderr, mininterval=0.5
+    ) as bar:
         for name in files:
             origin = "stdin" if name == "-" else name
             with open_input(name) as stream:

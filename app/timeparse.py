@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import calendar
 import re
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from datetime import datetime, timedelta, timezone
 
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
@@ -32,7 +32,7 @@ _ISO_RE = re.compile(
     r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?"
     r"(Z|[+-]\d{2}(?::?\d{2})?)?$"
 )
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_MILLIS_RE = re.compile(r"^-?\d+(?:\.\d+)?$")
 
 # Elasticsearch dates live between years 1 and 9999 in practice; bounding them keeps
@@ -96,9 +96,7 @@ def parse_timestamp(value: object) -> int | None:
         datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0))
     except ValueError:
         return None
-    seconds = calendar.timegm(
-        (int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0))
-    )
+    seconds = calendar.timegm((int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0)))
     if offset and offset != "Z":
         sign = -1 if offset[0] == "-" else 1
         digits = offset[1:].replace(":", "")

@@ -40,7 +40,9 @@ def lines(*docs: object) -> bytes:
 @pytest.fixture
 def events_file(tmp_path: Path) -> Path:
     path = tmp_path / "events.ndjson"
-    path.write_bytes(lines(START, NOISE, b"this is not json", b"", b'["mshta.exe"]', b'{"truncated": "mshta.exe', CONNECT))
+    path.write_bytes(
+        lines(START, NOISE, b"this is not json", b"", b'["mshta.exe"]', b'{"truncated": "mshta.exe', CONNECT)
+    )
     return path
 
 

@@ -35,7 +35,7 @@ def run(records: list[bytes], rule: Any = V4, **settings: str) -> tuple[list[tup
         candidates, _ = extractor.extract(record)
         for candidate in candidates:
             for alert in stage.process(candidate, 0):
-                pairs.append(tuple(e.event["event"]["code"] if "code" in e.event["event"] else e.event_id for e in alert.match.events))
+                pairs.append(tuple(e.event["event"].get("code", e.event_id) for e in alert.match.events))
     return pairs, extractor
 
 

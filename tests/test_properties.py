@@ -86,7 +86,9 @@ def detect(events: list[dict], **overrides: str) -> list[tuple[tuple, tuple[str,
 
 def arrival_order(events: list[dict], rng: random.Random, lateness_s: int) -> list[dict]:
     """A Kafka-like shuffle: each event is delayed by up to ``lateness_s``, so none arrives later than that."""
-    arrivals = [(parse_timestamp(e["@timestamp"]) + int(rng.uniform(0, lateness_s) * S), i) for i, e in enumerate(events)]
+    arrivals = [
+        (parse_timestamp(e["@timestamp"]) + int(rng.uniform(0, lateness_s) * S), i) for i, e in enumerate(events)
+    ]
     return [events[i] for _, i in sorted(arrivals)]
 
 

@@ -269,7 +269,9 @@ def test_parse_duration_decimal_property(quantity, unit):
     assert parse_duration(f"{quantity}{unit}") == int(Decimal(quantity) * size)
 
 
-@pytest.mark.parametrize("text", ["abc", "", "   ", "-1s", "5x", "1 2s", "1.s", ".5s", "s", "1e3s", "4 minutes", True, None])
+@pytest.mark.parametrize(
+    "text", ["abc", "", "   ", "-1s", "5x", "1 2s", "1.s", ".5s", "s", "1e3s", "4 minutes", True, None]
+)
 def test_parse_duration_invalid_raises_value_error(text):
     with pytest.raises(ValueError, match="duration"):
         parse_duration(text)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from app.fields import compile_getter
 from app.alerts.ids import building_block_id, sequence_alert_id
 from app.engine.sequence import SequenceMatch
+from app.fields import compile_getter
 from app.rule.model import RuleMeta
 from app.timeparse import format_timestamp
 

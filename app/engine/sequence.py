@@ -140,11 +140,7 @@ class SequenceEngine:
         self._bound(state, candidate.stages)
         matches = self._evaluate(candidate.key, state)
         self._prune(state, now)
-        if state.entries:
-            self.store.set(skey, state)
-            heapq.heappush(self._expiry, (min(e.timestamp_ns for e in state.entries), skey))
-        else:
-            self.store.delete(skey)
+        self._save(skey, state)
         self.expire()
         return matches
 
@@ -161,11 +157,7 @@ class SequenceEngine:
             if state is None:
                 continue
             self._prune(state, now)
-            if state.entries:
-                self.store.set(skey, state)
-                heapq.heappush(self._expiry, (min(e.timestamp_ns for e in state.entries), skey))
-            else:
-                self.store.delete(skey)
+            if not self._save(skey, state):
                 self.stats.expired_keys += 1
                 deleted += 1
         return deleted
@@ -180,6 +172,15 @@ class SequenceEngine:
         return count
 
     # -- internals -------------------------------------------------------------------------
+
+    def _save(self, skey: str, state: KeyState) -> bool:
+        """Store the state (and index it for expiry), or delete the key if nothing is left; True if kept."""
+        if not state.entries:
+            self.store.delete(skey)
+            return False
+        self.store.set(skey, state)
+        heapq.heappush(self._expiry, (min(e.timestamp_ns for e in state.entries), skey))
+        return True
 
     def _order(self, entry: Entry, stage: int) -> int:
         return entry.timestamp_ns + (self.order_tolerance_ns if stage else 0)

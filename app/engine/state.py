@@ -54,7 +54,10 @@ class KeyState:
     def from_json(cls, data: dict[str, Any]) -> KeyState:
         """Inverse of ``to_json``."""
         return cls(
-            entries=[Entry(ts, arrival, tuple(stages), eid, event, origin) for ts, arrival, stages, eid, event, origin in data["entries"]],
+            entries=[
+                Entry(ts, arrival, tuple(stages), eid, event, origin)
+                for ts, arrival, stages, eid, event, origin in data["entries"]
+            ],
             emitted={first: list(ids) for first, ids in data["emitted"].items()},
             superseded=list(data["superseded"]),
             next_arrival=int(data["next_arrival"]),

@@ -209,7 +209,9 @@ class ConditionCompiler:
             if bound is None:
                 raise UnsupportedQuery(f"cannot compare the keyword field {reader.name} with {value!r}")
         else:
-            raise UnsupportedQuery(f"range comparisons on the {reader.type.value} field {reader.name} are not supported")
+            raise UnsupportedQuery(
+                f"range comparisons on the {reader.type.value} field {reader.name} are not supported"
+            )
 
         def predicate(doc: Any) -> bool:
             return any(compare(v, bound) for v in reader(doc))

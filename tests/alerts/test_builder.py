@@ -23,7 +23,13 @@ PROCESS = {
 }
 NETWORK = {
     "@timestamp": "2024-05-01T10:00:30Z",
-    "event": {"id": "ev-2", "kind": "event", "category": ["network"], "type": ["start"], "action": "connection_accepted"},
+    "event": {
+        "id": "ev-2",
+        "kind": "event",
+        "category": ["network"],
+        "type": ["start"],
+        "action": "connection_accepted",
+    },
     "host": {"id": "h-1", "name": "ws-0012", "os": {"type": "windows"}},
     "process": {"name": "mshta.exe", "entity_id": "ent-1", "pid": 4242},
     "network": {"direction": "ingress", "transport": "tcp"},
@@ -44,7 +50,11 @@ def test_three_documents_with_deterministic_ids() -> None:
     docs = build_alert_group(RULE, MATCH, now_ns=T0 + 31 * S)
     assert len(docs) == 3
     shell_id = sequence_alert_id(RULE.uuid, ("h-1", "ent-1"), "ev-1")
-    assert [d["kibana.alert.uuid"] for d in docs] == [building_block_id(shell_id, 0), building_block_id(shell_id, 1), shell_id]
+    assert [d["kibana.alert.uuid"] for d in docs] == [
+        building_block_id(shell_id, 0),
+        building_block_id(shell_id, 1),
+        shell_id,
+    ]
     again = build_alert_group(RULE, MATCH, now_ns=T0 + 99 * S)
     assert [d["kibana.alert.uuid"] for d in again] == [d["kibana.alert.uuid"] for d in docs]
     assert len({d["kibana.alert.uuid"] for d in docs}) == 3
@@ -71,7 +81,7 @@ def test_building_blocks_carry_every_source_field() -> None:
 def test_source_event_is_not_modified() -> None:
     before = copy.deepcopy(PROCESS)
     build_alert_group(RULE, MATCH, now_ns=T0)
-    assert PROCESS == before
+    assert before == PROCESS
 
 
 def test_dotted_event_keys_move_too() -> None:
@@ -121,7 +131,9 @@ def test_rule_fields_on_every_document() -> None:
         assert doc["kibana.alert.rule.max_signals"] == 100
         assert doc["kibana.alert.rule.parameters"]["language"] == "eql"
         assert "maxspan=1m" in doc["kibana.alert.rule.parameters"]["query"]
-        techniques = [t["subtechnique"][0]["id"] for threat in doc["kibana.alert.rule.threat"] for t in threat["technique"]]
+        techniques = [
+            t["subtechnique"][0]["id"] for threat in doc["kibana.alert.rule.threat"] for t in threat["technique"]
+        ]
         assert techniques == ["T1021.003", "T1218.005"]
         assert doc["tags"] == RULE.tags
         assert doc["kibana.space_ids"] == ["default"]
@@ -146,5 +158,14 @@ def test_event_id_prefers_event_id_then_content_hash() -> None:
 def test_alert_id_depends_on_rule_key_and_first_event() -> None:
     base = sequence_alert_id("rule", ("h", "e"), "ev")
     assert base == sequence_alert_id("rule", ("h", "e"), "ev")
-    assert len({base, sequence_alert_id("rule2", ("h", "e"), "ev"), sequence_alert_id("rule", ("h", "e2"), "ev"),
-                sequence_alert_id("rule", ("h", "e"), "ev2")}) == 4
+    assert (
+        len(
+            {
+                base,
+                sequence_alert_id("rule2", ("h", "e"), "ev"),
+                sequence_alert_id("rule", ("h", "e2"), "ev"),
+                sequence_alert_id("rule", ("h", "e"), "ev2"),
+            }
+        )
+        == 4
+    )

@@ -77,7 +77,9 @@ def test_latest_stage_one_pairs_and_older_ones_are_consumed() -> None:
 
 
 def test_new_stage_one_after_completion_can_pair_again() -> None:
-    pairs = run(engine(), cand("a1", 0, T0), cand("b1", 1, T0 + S), cand("a2", 0, T0 + 2 * S), cand("b2", 1, T0 + 3 * S))
+    pairs = run(
+        engine(), cand("a1", 0, T0), cand("b1", 1, T0 + S), cand("a2", 0, T0 + 2 * S), cand("b2", 1, T0 + 3 * S)
+    )
     assert pairs == [("a1", "b1"), ("a2", "b2")]
 
 
@@ -108,7 +110,10 @@ def test_event_meeting_both_stages_does_not_pair_with_itself() -> None:
     assert run(engine(), cand("x", (0, 1), T0)) == []
     assert run(engine(order_tolerance_ns=5 * S), cand("x", (0, 1), T0)) == []
     # ...but it does complete an earlier sequence and start a new one.
-    assert run(engine(), cand("a", 0, T0), cand("x", (0, 1), T0 + S), cand("b", 1, T0 + 2 * S)) == [("a", "x"), ("x", "b")]
+    assert run(engine(), cand("a", 0, T0), cand("x", (0, 1), T0 + S), cand("b", 1, T0 + 2 * S)) == [
+        ("a", "x"),
+        ("x", "b"),
+    ]
 
 
 def test_order_tolerance_is_opt_in() -> None:

@@ -49,8 +49,19 @@ PLAUSIBLE: dict[str, list[str]] = {
     "SourcePort": _PORTS,
     "DestinationPort": _PORTS,
     **dict.fromkeys(
-        ["CurrentDirectory", "OriginalFileName", "Company", "Description", "FileVersion", "Product", "RuleName",
-         "SourceHostname", "DestinationHostname", "SourcePortName", "DestinationPortName"],
+        [
+            "CurrentDirectory",
+            "OriginalFileName",
+            "Company",
+            "Description",
+            "FileVersion",
+            "Product",
+            "RuleName",
+            "SourceHostname",
+            "DestinationHostname",
+            "SourcePortName",
+            "DestinationPortName",
+        ],
         _FREE_TEXT,
     ),  # fmt: skip
 }
@@ -122,8 +133,10 @@ def has_markers(doc: dict[str, Any]) -> bool:
     winlog = doc.get("winlog")
     if isinstance(winlog, dict) and isinstance(winlog.get("event_data"), dict):
         return winlog.get("provider_name") == SYSMON_PROVIDER or winlog.get("channel") == SYSMON_CHANNEL
-    return "winlog" not in doc and isinstance(doc.get("event_data"), dict) and (
-        doc.get("source_name") == SYSMON_PROVIDER or doc.get("log_name") == SYSMON_CHANNEL
+    return (
+        "winlog" not in doc
+        and isinstance(doc.get("event_data"), dict)
+        and (doc.get("source_name") == SYSMON_PROVIDER or doc.get("log_name") == SYSMON_CHANNEL)
     )
 
 

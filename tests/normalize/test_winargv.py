@@ -55,11 +55,11 @@ from app.normalize.winargv import split_command_line
         (r'prog "C:\dir\\" next', ["prog", "C:\\dir\\", "next"]),
         (r'prog "x\\\\" y', ["prog", r"x\\", "y"]),
         # -- 2n+1 backslashes + quote: n backslashes and a literal quote ---------------------
-        (r'prog \"a', ["prog", '"a']),
-        (r'prog a\\\"b c d', ["prog", r"a\"b", "c", "d"]),
+        (r"prog \"a", ["prog", '"a']),
+        (r"prog a\\\"b c d", ["prog", r"a\"b", "c", "d"]),
         (r'prog "a\" b"', ["prog", 'a" b']),
         (r'prog "C:\dir\" next', ["prog", 'C:\\dir" next']),
-        (r'prog \\\\\"x', ["prog", r'\\"x']),
+        (r"prog \\\\\"x", ["prog", r'\\"x']),
         # -- doubled quotes: in quotes, "" is one literal quote and closes the quoted region --
         ('prog "a""b c"', ["prog", 'a"b', "c"]),
         ('prog "a"" b', ["prog", 'a"', "b"]),
@@ -103,7 +103,7 @@ def test_documented_behaviour(command_line: str, expected: list[str]) -> None:
         # The classic table of Microsoft's argument-parsing documentation, after a program name.
         ('"abc" d e', ["abc", "d", "e"]),
         (r'a\\b d"e f"g h', [r"a\\b", "de fg", "h"]),
-        (r'a\\\"b c d', [r"a\"b", "c", "d"]),
+        (r"a\\\"b c d", [r"a\"b", "c", "d"]),
         (r'a\\\\"b c" d e', [r"a\\b c", "d", "e"]),
         # The C runtime since 2008 gives 'ab" c d' here; CommandLineToArgvW ends the quotes.
         ('a"b"" c d', ['ab"', "c", "d"]),
@@ -119,9 +119,12 @@ def test_real_command_lines() -> None:
         "-Embedding",
     ]
     assert split_command_line('"C:\\Windows\\system32\\notepad.exe" ') == ["C:\\Windows\\system32\\notepad.exe"]
-    assert split_command_line(
-        'powershell.exe -NoP -c "Get-Item \\"C:\\Program Files\\\\\\" | fl"'
-    ) == ["powershell.exe", "-NoP", "-c", 'Get-Item "C:\\Program Files\\" | fl']
+    assert split_command_line('powershell.exe -NoP -c "Get-Item \\"C:\\Program Files\\\\\\" | fl"') == [
+        "powershell.exe",
+        "-NoP",
+        "-c",
+        'Get-Item "C:\\Program Files\\" | fl',
+    ]
 
 
 _PLAIN = st.text(alphabet=st.characters(blacklist_characters=' \t"\\'), min_size=1)

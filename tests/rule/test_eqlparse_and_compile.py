@@ -5,24 +5,9 @@ from __future__ import annotations
 import pytest
 from eql import ast
 
-from app.rule import RuleError, RuleMeta, compile_rule, load_rules
+from app.rule import RuleError, load_rules
 from app.rule.eqlparse import CASE_INSENSITIVE_IN, CASE_SENSITIVE_LIKE, EqlError, parse_rule_query
-
-
-def meta(query: str) -> RuleMeta:
-    return RuleMeta(
-        name="test rule",
-        rule_id="test-rule",
-        version=1,
-        description="test",
-        severity="low",
-        risk_score=1,
-        query=query,
-    )
-
-
-def compile_query(query: str):
-    return compile_rule(meta(query), "rules/test.toml")
+from tests.rule.helpers import compile_query
 
 
 def first_condition(query: str) -> ast.Expression:
@@ -80,7 +65,7 @@ def test_parse_error_carries_the_line():
         ("sequence [any where true] [any where true] | tail 1", ["pipe"]),
         ('process where process.name : "mshta.exe"', ["sequence"]),
         ("join [any where true] [any where true]", ["sequence"]),
-        ('sequence [any where length(process.name) > 3] [any where true]', ["length"]),
+        ("sequence [any where length(process.name) > 3] [any where true]", ["length"]),
         ('sequence [any where startsWith(process.name, "ms")] [any where true]', ["startsWith"]),
         ('sequence [any where cidrMatch(source.ip, "10.0.0.0/8")] [any where true]', ["cidrMatch"]),
         ('sequence [any where process.name regex "ms.*"] [any where true]', ["not supported"]),
@@ -173,7 +158,9 @@ def test_sequence_by_is_merged_before_stage_by():
 
 
 def test_stage_keys_may_name_different_fields_in_the_same_position():
-    rule = compile_query("sequence [process where true] by process.entity_id [network where true] by process.parent.entity_id")
+    rule = compile_query(
+        "sequence [process where true] by process.entity_id [network where true] by process.parent.entity_id"
+    )
     assert rule.stages[0].key_fields == ("process.entity_id",)
     assert rule.stages[1].key_fields == ("process.parent.entity_id",)
 
@@ -241,7 +228,10 @@ def test_default_rule_requirement_is_exactly_mshta_exe():
             {frozenset({b"abc.exe"})},
         ),
         ('sequence [any where process.name : "abc.exe"] [any where true]', set()),
-        ('sequence [any where process.name : "*longest*x"] [any where process.name : "longest"]', {frozenset({b"longest"})}),
+        (
+            'sequence [any where process.name : "*longest*x"] [any where process.name : "longest"]',
+            {frozenset({b"longest"})},
+        ),
         # derived fields (computed by the normalizer) never become raw-byte literals
         ('sequence [any where event.type == "start"] [any where event.type == "start"]', set()),
         # short, numeric-looking and escapable literals are not usable

@@ -119,7 +119,11 @@ def test_default_threat_mapping(default_rule):
         for entry in threat
     ]
     assert summary == [
-        ("TA0008", "Lateral Movement", [("T1021", "Remote Services", [("T1021.003", "Distributed Component Object Model")])]),
+        (
+            "TA0008",
+            "Lateral Movement",
+            [("T1021", "Remote Services", [("T1021.003", "Distributed Component Object Model")])],
+        ),
         ("TA0005", "Defense Evasion", [("T1218", "Signed Binary Proxy Execution", [("T1218.005", "Mshta")])]),
     ]
     references = [entry.tactic.reference for entry in threat]
@@ -164,7 +168,7 @@ def test_load_a_directory_sorted_by_file_name(tmp_path):
 
 
 def test_metadata_table_is_allowed(tmp_path):
-    path = write(tmp_path / "r.toml", "[metadata]\ncreation_date = \"2020/01/01\"\n\n" + rule_text())
+    path = write(tmp_path / "r.toml", '[metadata]\ncreation_date = "2020/01/01"\n\n' + rule_text())
     assert load_rules(path)[0].meta.name == "Test rule"
 
 
@@ -259,7 +263,7 @@ def test_invalid_values_are_reported_with_key_and_line(tmp_path, old, new, key):
 
 
 def test_unknown_rule_key_is_rejected(tmp_path):
-    text = rule_text().replace("version = 2", "version = 2\nseverty = \"low\"")
+    text = rule_text().replace("version = 2", 'version = 2\nseverty = "low"')
     path = write(tmp_path / "typo.toml", text)
     message = str(load_error(path))
     assert "severty" in message

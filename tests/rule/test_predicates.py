@@ -11,20 +11,8 @@ from typing import Any
 
 import pytest
 
-from app.rule import RuleError, RuleMeta, compile_rule, load_rules
-
-
-def compile_query(query: str):
-    meta = RuleMeta(
-        name="test rule",
-        rule_id="test-rule",
-        version=1,
-        description="test",
-        severity="low",
-        risk_score=1,
-        query=query,
-    )
-    return compile_rule(meta)
+from app.rule import RuleError, load_rules
+from tests.rule.helpers import compile_query
 
 
 def predicate(condition: str, category: str = "any"):
@@ -251,7 +239,9 @@ def test_long_comparisons(condition, value, expected):
     check(condition, {"source": {"port": value}}, expected)
 
 
-@pytest.mark.parametrize("condition", ["source.port > 49151", "source.port < 49151", "source.port == 1", "source.port >= 0"])
+@pytest.mark.parametrize(
+    "condition", ["source.port > 49151", "source.port < 49151", "source.port == 1", "source.port >= 0"]
+)
 def test_missing_numeric_field_fails_the_comparison(condition):
     check(condition, {}, False)
     check(condition, {"source": {"port": None}}, False)
@@ -618,7 +608,9 @@ PROCESS_EVENTS = {
     "process_started-string-category": changed(
         changed(WINLOGBEAT7_PROCESS, "event.type", "process_started"), "event.category", "process"
     ),
-    "upper-case-name-and-arg": changed(changed(DEFEND_PROCESS, "process.name", "MSHTA.EXE"), "process.args", [MSHTA.upper(), "-EMBEDDING"]),
+    "upper-case-name-and-arg": changed(
+        changed(DEFEND_PROCESS, "process.name", "MSHTA.EXE"), "process.args", [MSHTA.upper(), "-EMBEDDING"]
+    ),
 }
 NETWORK_EVENTS = {
     "defend": DEFEND_NETWORK,

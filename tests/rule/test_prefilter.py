@@ -149,12 +149,16 @@ def process_doc(draw) -> dict:
     return {
         "event": {
             "category": condition(
-                draw, broken, "category",
+                draw,
+                broken,
+                "category",
                 st.sampled_from(["process", ["process"], ["host", "process"]]),
                 st.sampled_from(["network", ["host"], "Process"]),
             ),
             "type": condition(
-                draw, broken, "type",
+                draw,
+                broken,
+                "type",
                 st.sampled_from(["start", ["start"], "process_started", ["info", "process_started"]]),
                 st.sampled_from(["end", ["Start"], "process_start"]),
             ),
@@ -164,7 +168,9 @@ def process_doc(draw) -> dict:
             "entity_id": draw(TEXT),
             "name": condition(draw, broken, "name", one_or_many(MSHTA_NAME), OTHER_NAME),
             "args": condition(
-                draw, broken, "args",
+                draw,
+                broken,
+                "args",
                 st.lists(st.one_of(TEXT, MSHTA_NAME), max_size=2).flatmap(
                     lambda rest: random_case("-Embedding").map(lambda arg: [*rest, arg])
                 ),
@@ -176,18 +182,28 @@ def process_doc(draw) -> dict:
 
 @st.composite
 def network_doc(draw) -> dict:
-    broken = draw(st.sampled_from([None, None, None, "category", "type", "direction", "transport", "sport", "dport", "address", "name"]))
+    broken = draw(
+        st.sampled_from(
+            [None, None, None, "category", "type", "direction", "transport", "sport", "dport", "address", "name"]
+        )
+    )
     high_port = st.one_of(st.integers(49152, 65535), st.integers(49152, 65535).map(str))
     low_port = st.one_of(st.integers(0, 49151), st.integers(0, 49151).map(str), st.none())
     return {
         "event": {
-            "category": condition(draw, broken, "category", st.sampled_from(["network", ["network"]]), st.just(["process"])),
-            "type": condition(draw, broken, "type", st.sampled_from(["start", ["connection", "start"]]), st.just(["end"])),
+            "category": condition(
+                draw, broken, "category", st.sampled_from(["network", ["network"]]), st.just(["process"])
+            ),
+            "type": condition(
+                draw, broken, "type", st.sampled_from(["start", ["connection", "start"]]), st.just(["end"])
+            ),
         },
         "host": {"id": draw(TEXT)},
         "network": {
             "direction": condition(
-                draw, broken, "direction",
+                draw,
+                broken,
+                "direction",
                 st.one_of(random_case("incoming"), random_case("ingress")),
                 st.sampled_from(["egress", "outgoing", "inbound"]),
             ),
@@ -196,7 +212,9 @@ def network_doc(draw) -> dict:
         "source": {
             "port": condition(draw, broken, "sport", high_port, low_port),
             "address": condition(
-                draw, broken, "address",
+                draw,
+                broken,
+                "address",
                 st.sampled_from([None, "10.0.0.1", "fe80::1", "0:0:0:0:0:0:0:1"]),
                 st.sampled_from(["127.0.0.1", "::1", ["10.0.0.1", "::1"]]),
             ),
@@ -230,7 +248,11 @@ def v4_document(draw) -> dict:
 def escaping_dumps(value: Any, rng: random.Random, rate: float) -> str:
     """JSON where each character of every string (keys too) is \\u-escaped with probability ``rate``."""
     if isinstance(value, dict):
-        return "{" + ",".join(f"{escaping_dumps(k, rng, rate)}:{escaping_dumps(v, rng, rate)}" for k, v in value.items()) + "}"
+        return (
+            "{"
+            + ",".join(f"{escaping_dumps(k, rng, rate)}:{escaping_dumps(v, rng, rate)}" for k, v in value.items())
+            + "}"
+        )
     if isinstance(value, list):
         return "[" + ",".join(escaping_dumps(v, rng, rate) for v in value) + "]"
     if isinstance(value, str):

@@ -1,13 +1,23 @@
-"""Deterministic synthetic ECS events for tests, the benchmark and the demo.
+"""Deterministic synthetic Windows events for tests, the benchmark and the demo.
 
 Real data cannot be shipped with the project, and hand-written fixtures are too few and too clean to
 show that the engine gives Elasticsearch's answer on a realistic stream. This module writes a
 Windows fleet's events from a seed: mostly noise of the kinds that reach the detector (process
 starts, many with ``-Embedding``; inbound high-port TCP of lsass, services and svchost; file,
 registry, DNS and logon events), a few DCOM/MSHTA attacks, and near misses that each break exactly
-one condition of the rule. Every host ships either Elastic Defend or Winlogbeat 7 with the Sysmon
-module, and each event has that source's shape (docs/input-sources.md) and a realistic size (1-3 KB).
-The Winlogbeat fleet drops ``message`` (a common ``drop_fields`` setting: the rendered text repeats
+one condition of the rule. Every host ships one of three sources, and each event has that source's
+shape (docs/input-sources.md) and a realistic size (1-3 KB):
+
+* Elastic Defend and Winlogbeat 7 with the Sysmon module send ECS;
+* Winlogbeat 8 sends Sysmon and Security records raw (``winlog.event_data`` strings, no ECS
+  categorization), because its mapping runs only in the Elasticsearch ingest pipeline.
+
+For every event the generator also writes its *twin*: the event as Elasticsearch indexes it. An ECS
+event is its own twin; a raw Winlogbeat 8 record's twin is what Elastic's ingest pipeline makes of
+it, written here from the generator's own model of the event (the process, the connection, the
+times), never by ``app.normalize``. The oracle's answer on the twins is therefore an independent
+check of the product's normalizer on the raw records.
+The Winlogbeat fleets drop ``message`` (a common ``drop_fields`` setting: the rendered text repeats
 the event data and would push process starts past 3 KB).
 
 Attack and near-miss events carry ``labels.synthetic_case`` (the kind) and
@@ -39,7 +49,8 @@ Event = dict[str, Any]
 
 DEFEND = "defend"
 WINLOGBEAT = "winlogbeat7"
-SHAPES = (DEFEND, WINLOGBEAT)
+WINLOGBEAT8 = "winlogbeat8"  # raw Sysmon and Security records
+SHAPES = (DEFEND, WINLOGBEAT, WINLOGBEAT8)
 
 CASE_LABEL = "synthetic_case"
 CASE_ID_LABEL = "synthetic_case_id"
@@ -60,12 +71,14 @@ NEAR_MISSES: dict[str, bool] = {
     "network_not_start": False,
 }
 # The v4 rule excludes loopback through source.address, which only Elastic Defend sets, and Sysmon
-# always reports a network connection as started: these near misses exist only in Defend's shape.
+# always reports a network connection as started: these near misses exist only in Defend's shape
+# (Winlogbeat 7 and 8 both carry Sysmon's view).
 _DEFEND_ONLY = frozenset({"loopback_source", "network_not_start"})
 
 MAXSPAN_NS = 60 * NS_PER_S
 DEFAULT_START = "2024-05-14T08:00:00Z"
-_PRECISION_NS = {DEFEND: 100, WINLOGBEAT: NS_PER_MS}  # 7 fractional digits vs Sysmon's milliseconds
+# 7 fractional digits vs Sysmon's milliseconds (Winlogbeat 8's Security records follow the same clock).
+_PRECISION_NS = {DEFEND: 100, WINLOGBEAT: NS_PER_MS, WINLOGBEAT8: NS_PER_MS}
 _FILETIME_EPOCH_S = 11_644_473_600  # seconds from 1601-01-01 to 1970-01-01
 
 
@@ -195,8 +208,85 @@ class Connection:
     ended: bool = False
 
 
+@dataclass(frozen=True)
+class Shipped:
+    """One event as its source puts it on Kafka, and its twin: the same event as Elasticsearch indexes it.
+
+    Elasticsearch indexes ECS events (Elastic Defend, Winlogbeat 7) as they are, so such an event is
+    its own twin. A raw Winlogbeat 8 record has a separate twin, written from the generator's model.
+    """
+
+    event: Event
+    twin: Event
+
+    @classmethod
+    def ecs(cls, event: Event) -> Shipped:
+        """An event that is already ECS: its own twin."""
+        return cls(event, event)
+
+
+# -- raw Windows event log records (Winlogbeat 8) ------------------------------------------------
+
+WINLOGBEAT8_VERSION = "8.13.4"
+
+
+@dataclass(frozen=True)
+class _Provider:
+    """A Windows event log provider and the channel it logs to."""
+
+    name: str
+    guid: str
+    channel: str
+    version: int  # the schema version of its events (winlog.version)
+
+
+_SYSMON = _Provider("Microsoft-Windows-Sysmon", "{5770385f-c22a-43e0-bf4c-06f5698ffbd9}",
+                    "Microsoft-Windows-Sysmon/Operational", 5)
+_SECURITY = _Provider("Microsoft-Windows-Security-Auditing", "{54849625-5478-4994-a5ba-3e3b0328c30d}", "Security", 2)
+_AUDIT_SUCCESS = "Audit Success"
+_SYSMON_SERVICE_PID = 3188
+
+
+@dataclass(frozen=True)
+class _Record:
+    """A Windows event log record as Winlogbeat 8 reads it, before any ingest pipeline ran."""
+
+    provider: _Provider
+    event_id: int
+    task: str  # the task's display name, which Winlogbeat ships as event.action
+    time_ns: int  # when it happened: Sysmon's UtcTime, the record time for other providers
+    written_ns: int  # when it was written to the log: Winlogbeat's @timestamp
+    logged_by: int  # pid of the logging process (winlog.process.pid)
+    data: dict[str, str]  # winlog.event_data: every value a string
+    keywords: tuple[str, ...] = ()
+
+
+# What Elastic's Sysmon ingest pipeline sets per event ID: event.category, event.type, event.action.
+_SYSMON_PIPELINE_EVENTS: dict[int, tuple[list[str], list[str], str]] = {
+    1: (["process"], ["start"], "Process creation"),
+    3: (["network"], ["start", "connection", "protocol"], "Network connection"),
+    11: (["file"], ["creation"], "FileCreate"),
+    13: (["configuration", "registry"], ["change"], "RegistryEvent (Value Set)"),
+    22: (["network"], ["connection", "protocol", "info"], "DNSEvent (DNS query)"),
+}
+# The pipeline first deletes event_data entries meaning "no value", then moves these into ECS
+# fields or deletes them; the rest stay in winlog.event_data.
+_NO_VALUE = frozenset({"", "-", "{00000000-0000-0000-0000-000000000000}"})
+_SYSMON_PIPELINE_CONSUMED = frozenset({
+    "RuleName", "UtcTime", "ProcessGuid", "ProcessId", "Image", "CommandLine", "CurrentDirectory", "User", "Hashes",
+    "OriginalFileName", "ParentProcessGuid", "ParentProcessId", "ParentImage", "ParentCommandLine", "TargetFilename",
+    "TargetObject", "Protocol", "Initiated", "SourceIsIpv6", "SourceIp", "SourceHostname", "SourcePort",
+    "SourcePortName", "DestinationIsIpv6", "DestinationIp", "DestinationHostname", "DestinationPort",
+    "DestinationPortName", "QueryName", "QueryStatus", "QueryResults",
+})
+# Port names Sysmon resolves (from the services file) for the ports the generator uses.
+_PORT_NAMES = {135: "epmap", 443: "https", 3389: "ms-wbt-server"}
+_WELL_KNOWN_LOGON_IDS = {SYSTEM.sid: "0x3e7", LOCAL_SERVICE.sid: "0x3e5", NETWORK_SERVICE.sid: "0x3e4"}
+_WORKING_DIRECTORY = "C:\\Windows\\system32\\"
+
+
 class EventFactory:
-    """Writes ECS events for a fleet in Elastic Defend or Winlogbeat 7 (Sysmon module) shape."""
+    """Writes a fleet's events in Elastic Defend, Winlogbeat 7 (Sysmon module) or raw Winlogbeat 8 shape."""
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
@@ -204,16 +294,26 @@ class EventFactory:
 
     # -- fleet -------------------------------------------------------------------------------
 
-    def fleet(self, count: int, defend_share: float, start_ns: int) -> list[Host]:
-        """``count`` hosts booted before ``start_ns``; ``defend_share`` run Elastic Defend, the rest Winlogbeat 7.
+    def fleet(self, count: int, defend_share: float, start_ns: int, raw_share: float = 0.0) -> list[Host]:
+        """``count`` hosts booted before ``start_ns``: ``defend_share`` of them run Elastic Defend,
+        ``raw_share`` Winlogbeat 8 (raw records), the rest Winlogbeat 7.
 
-        With a share strictly between 0 and 1 both shapes get at least one host, so the scenarios
-        can always be written in both shapes.
+        Every source with a positive share gets at least one host as far as ``count`` allows, so
+        the scenarios can be written in each of them.
         """
-        defend = round(count * defend_share)
-        if 0 < defend_share < 1:
-            defend = min(max(defend, 1), count - 1)
-        shapes = [DEFEND] * defend + [WINLOGBEAT] * (count - defend)
+        rest_share = 1 - defend_share - raw_share
+        if defend_share < 0 or raw_share < 0 or rest_share < -1e-9:
+            raise ValueError(f"invalid source shares: Defend {defend_share}, raw Winlogbeat 8 {raw_share}")
+        counts = {DEFEND: round(count * defend_share), WINLOGBEAT8: round(count * raw_share)}
+        for shape, share in ((DEFEND, defend_share), (WINLOGBEAT8, raw_share)):
+            if share > 0:
+                counts[shape] = max(counts[shape], 1)
+        # Leave Winlogbeat 7 its host if it has a share, taking hosts from the larger of the others.
+        available = count - 1 if rest_share > 1e-9 else count
+        while counts[DEFEND] + counts[WINLOGBEAT8] > available:
+            counts[max(counts, key=counts.__getitem__)] -= 1
+        winlogbeat7 = count - counts[DEFEND] - counts[WINLOGBEAT8]
+        shapes = [DEFEND] * counts[DEFEND] + [WINLOGBEAT] * winlogbeat7 + [WINLOGBEAT8] * counts[WINLOGBEAT8]
         self.rng.shuffle(shapes)
         return [self._host(index, shape, start_ns) for index, shape in enumerate(shapes)]
 
@@ -307,20 +407,26 @@ class EventFactory:
 
     # -- events ------------------------------------------------------------------------------
 
-    def process_start(self, host: Host, proc: Process, ts_ns: int) -> Event:
+    def process_start(self, host: Host, proc: Process, ts_ns: int) -> Shipped:
         """A process start (Defend ``start`` / Sysmon event 1)."""
         if host.shape == DEFEND:
-            return self._defend_process_start(host, proc, ts_ns)
-        return self._sysmon_process_create(host, proc, ts_ns)
+            return Shipped.ecs(self._defend_process_start(host, proc, ts_ns))
+        if host.shape == WINLOGBEAT8:
+            return self._raw_process_create(host, proc, ts_ns)
+        return Shipped.ecs(self._sysmon_process_create(host, proc, ts_ns))
 
-    def network(self, host: Host, proc: Process, ts_ns: int, conn: Connection) -> Event:
+    def network(self, host: Host, proc: Process, ts_ns: int, conn: Connection) -> Shipped:
         """A network connection (Defend ``connection_*`` / Sysmon event 3)."""
         if host.shape == DEFEND:
-            return self._defend_network(host, proc, ts_ns, conn)
-        return self._sysmon_network(host, proc, ts_ns, conn)
+            return Shipped.ecs(self._defend_network(host, proc, ts_ns, conn))
+        if host.shape == WINLOGBEAT8:
+            return self._raw_network(host, proc, ts_ns, conn)
+        return Shipped.ecs(self._sysmon_network(host, proc, ts_ns, conn))
 
-    def file(self, host: Host, proc: Process, ts_ns: int, path: str) -> Event:
+    def file(self, host: Host, proc: Process, ts_ns: int, path: str) -> Shipped:
         """A file creation (Defend file event / Sysmon event 11)."""
+        if host.shape == WINLOGBEAT8:
+            return self._raw_file(host, proc, ts_ns, path)
         name = path.rsplit("\\", 1)[-1]
         if host.shape == DEFEND:
             event = self._defend_base(host, ts_ns, "file", "Endpoint file event", "creation", ["file"], ["creation"])
@@ -336,16 +442,18 @@ class EventFactory:
                 },
             }
             event["user"] = self._defend_user(proc.user)
-            return event
+            return Shipped.ecs(event)
         event = self._winlogbeat_base(host, ts_ns, 11, "File created (rule: FileCreate)", ["file"], ["creation"])
         directory = path.rsplit("\\", 1)[0]
         event["file"] = {"path": path, "name": name, "directory": directory, "extension": _extension(name)}
         event["process"] = _sysmon_process_ref(proc)
         event["winlog"]["event_data"] = {"RuleName": "-", "CreationUtcTime": _sysmon_utc(ts_ns)}
-        return event
+        return Shipped.ecs(event)
 
-    def registry(self, host: Host, proc: Process, ts_ns: int, key: str, value: str, data: str) -> Event:
+    def registry(self, host: Host, proc: Process, ts_ns: int, key: str, value: str, data: str) -> Shipped:
         """A registry value set (Defend ``modification`` / Sysmon event 13)."""
+        if host.shape == WINLOGBEAT8:
+            return self._raw_registry(host, proc, ts_ns, key, value, data)
         path = f"{key}\\{value}"
         if host.shape == DEFEND:
             event = self._defend_base(
@@ -360,7 +468,7 @@ class EventFactory:
                 "data": {"strings": [data], "type": "REG_SZ"},
             }
             event["user"] = self._defend_user(proc.user)
-            return event
+            return Shipped.ecs(event)
         event = self._winlogbeat_base(
             host, ts_ns, 13, "Registry value set (rule: RegistryEvent)", ["configuration", "registry"], ["change"]
         )
@@ -368,37 +476,41 @@ class EventFactory:
                              "data": {"strings": [data], "type": "SZ"}}
         event["process"] = _sysmon_process_ref(proc)
         event["winlog"]["event_data"] = {"RuleName": "-", "EventType": "SetValue", "Details": data}
-        return event
+        return Shipped.ecs(event)
 
-    def dns(self, host: Host, proc: Process, ts_ns: int, name: str, answers: list[str]) -> Event:
+    def dns(self, host: Host, proc: Process, ts_ns: int, name: str, answers: list[str]) -> Shipped:
         """A DNS lookup (Defend ``lookup_result`` / Sysmon event 22)."""
+        if host.shape == WINLOGBEAT8:
+            return self._raw_dns(host, proc, ts_ns, name, answers)
         if host.shape == DEFEND:
             event = self._defend_base(
                 host, ts_ns, "network", "Endpoint DNS event", "lookup_result", ["network"], ["protocol", "info"]
             )
             event["process"] = self._defend_process_ref(proc)
             event["dns"] = {
-                "question": {"name": name, "type": "A", "registered_domain": ".".join(name.split(".")[-2:])},
+                "question": {"name": name, "type": "A", "registered_domain": _registered_domain(name)},
                 "resolved_ip": answers,
                 "Ext": {"options": "0x4000000000", "status": "0"},
             }
             event["network"] = {"protocol": "dns"}
             event["user"] = self._defend_user(proc.user)
-            return event
+            return Shipped.ecs(event)
         event = self._winlogbeat_base(
             host, ts_ns, 22, "Dns query (rule: DnsQuery)", ["network"], ["connection", "protocol", "info"]
         )
-        event["dns"] = {"question": {"name": name, "registered_domain": ".".join(name.split(".")[-2:])},
+        event["dns"] = {"question": {"name": name, "registered_domain": _registered_domain(name)},
                         "resolved_ip": answers, "answers": [{"type": "A", "data": a} for a in answers]}
         event["network"] = {"protocol": "dns"}
         event["process"] = _sysmon_process_ref(proc)
         event["winlog"]["event_data"] = {"RuleName": "-", "QueryStatus": "0", "QueryResults": ";".join(answers)}
-        return event
+        return Shipped.ecs(event)
 
-    def logon(self, host: Host, ts_ns: int, user: User, source_ip: str) -> Event:
+    def logon(self, host: Host, ts_ns: int, user: User, source_ip: str) -> Shipped:
         """A successful network logon (Defend security event / Security 4624 through Winlogbeat)."""
         lsass = host.services["lsass"]
         logon_id = f"0x{self.rng.getrandbits(28):x}"
+        if host.shape == WINLOGBEAT8:
+            return self._raw_logon(host, ts_ns, user, source_ip, logon_id)
         if host.shape == DEFEND:
             event = self._defend_base(
                 host, ts_ns, "security", "Endpoint security event", "log_on", ["authentication", "session"], ["start"]
@@ -407,26 +519,19 @@ class EventFactory:
             event["process"] = self._defend_process_ref(lsass)
             event["user"] = self._defend_user(user)
             event["source"] = {"ip": source_ip}
-            return event
+            return Shipped.ecs(event)
         event = self._winlogbeat_base(host, ts_ns, 4624, "logged-in", ["authentication"], ["start"])
-        event["event"].update({"module": "security", "provider": "Microsoft-Windows-Security-Auditing",
+        event["event"].update({"module": "security", "provider": _SECURITY.name,
                                "outcome": "success", "dataset": "security"})
-        event["winlog"].update({"channel": "Security", "provider_name": "Microsoft-Windows-Security-Auditing",
-                                "provider_guid": "{54849625-5478-4994-a5ba-3e3b0328c30d}", "task": "Logon",
-                                "keywords": ["Audit Success"], "logon": {"id": logon_id, "type": "Network"}})
+        event["winlog"].update({"channel": _SECURITY.channel, "provider_name": _SECURITY.name,
+                                "provider_guid": _SECURITY.guid, "task": "Logon",
+                                "keywords": [_AUDIT_SUCCESS], "logon": {"id": logon_id, "type": "Network"}})
         source_port = self.rng.randrange(49152, 65536)
-        event["winlog"]["event_data"] = {
-            "SubjectUserSid": "S-1-0-0", "SubjectUserName": "-", "SubjectDomainName": "-", "SubjectLogonId": "0x0",
-            "TargetUserSid": user.sid, "TargetUserName": user.name, "TargetDomainName": user.domain,
-            "TargetLogonId": logon_id, "LogonType": "3", "LogonProcessName": "Kerberos",
-            "AuthenticationPackageName": "Kerberos", "WorkstationName": "-", "KeyLength": "0",
-            "ProcessId": "0x0", "ProcessName": "-", "IpAddress": source_ip, "IpPort": str(source_port),
-            "ImpersonationLevel": "%%1833", "ElevatedToken": "%%1843",
-        }
+        event["winlog"]["event_data"] = _logon_event_data(user, logon_id, source_ip, source_port)
         event["user"] = {"id": user.sid, "name": user.name, "domain": user.domain}
         event["source"] = {"ip": source_ip, "port": source_port}
         event["related"] = {"user": [user.name], "ip": [source_ip]}
-        return event
+        return Shipped.ecs(event)
 
     # -- Elastic Defend ----------------------------------------------------------------------
 
@@ -503,30 +608,16 @@ class EventFactory:
             "executable": image.path,
             "name": image.name,
             "pid": proc.pid,
-            "working_directory": "C:\\Windows\\system32\\",
+            "working_directory": _WORKING_DIRECTORY,
             "code_signature": signature,
             "hash": {"md5": image.digest("md5"), "sha1": image.digest("sha1"), "sha256": image.digest("sha256")},
-            "pe": {
-                "company": image.company,
-                "description": image.description,
-                "file_version": image.version,
-                "original_file_name": image.original_name,
-                "product": image.product,
-            },
+            "pe": _pe_fields(image),
             "Ext": {
                 "ancestry": [p.entity_id for p in _ancestors(proc)],
             },
         }
         if parent is not None:
-            event["process"]["parent"] = {
-                "args": list(parent.args),
-                "args_count": len(parent.args),
-                "command_line": parent.command_line,
-                "entity_id": parent.entity_id,
-                "executable": parent.image.path,
-                "name": parent.image.name,
-                "pid": parent.pid,
-            }
+            event["process"]["parent"] = _parent_fields(parent)
         event["user"] = self._defend_user(proc.user)
         return event
 
@@ -580,7 +671,7 @@ class EventFactory:
                 "created": _iso(written, 3),
                 "kind": "event",
                 "module": "sysmon",
-                "provider": "Microsoft-Windows-Sysmon",
+                "provider": _SYSMON.name,
                 "type": etype,
             },
             "host": {
@@ -604,17 +695,17 @@ class EventFactory:
             "log": {"level": "information"},
             "winlog": {
                 "api": "wineventlog",
-                "channel": "Microsoft-Windows-Sysmon/Operational",
+                "channel": _SYSMON.channel,
                 "computer_name": host.fqdn,
                 "event_id": event_id,
                 "opcode": "Info",
-                "process": {"pid": 3188, "thread": {"id": self.rng.randrange(1000, 9000, 4)}},
-                "provider_guid": "{5770385f-c22a-43e0-bf4c-06f5698ffbd9}",
-                "provider_name": "Microsoft-Windows-Sysmon",
+                "process": {"pid": _SYSMON_SERVICE_PID, "thread": {"id": self.rng.randrange(1000, 9000, 4)}},
+                "provider_guid": _SYSMON.guid,
+                "provider_name": _SYSMON.name,
                 "record_id": record_id,
                 "task": action,
                 "user": {"domain": "NT AUTHORITY", "identifier": "S-1-5-18", "name": "SYSTEM", "type": "User"},
-                "version": 5,
+                "version": _SYSMON.version,
             },
         }
 
@@ -633,26 +724,12 @@ class EventFactory:
             "executable": image.path,
             "hash": hashes,
             "name": image.name,
-            "pe": {
-                "company": image.company,
-                "description": image.description,
-                "file_version": image.version,
-                "original_file_name": image.original_name,
-                "product": image.product,
-            },
+            "pe": _pe_fields(image),
             "pid": proc.pid,
-            "working_directory": "C:\\Windows\\system32\\",
+            "working_directory": _WORKING_DIRECTORY,
         }
         if parent is not None:
-            event["process"]["parent"] = {
-                "args": list(parent.args),
-                "args_count": len(parent.args),
-                "command_line": parent.command_line,
-                "entity_id": parent.entity_id,
-                "executable": parent.image.path,
-                "name": parent.image.name,
-                "pid": parent.pid,
-            }
+            event["process"]["parent"] = _parent_fields(parent)
         event["related"] = {"user": [proc.user.name], "hash": list(hashes.values())}
         event["user"] = {"domain": proc.user.domain, "id": proc.user.sid, "name": proc.user.name}
         event["winlog"]["event_data"] = {
@@ -692,9 +769,367 @@ class EventFactory:
         }
         return event
 
+    # -- Winlogbeat 8: raw records and their twins -------------------------------------------
+    # Each writer puts the record's strings together and, separately and from the same model
+    # objects, the ECS fields Elastic's ingest pipeline would derive from them: the twin.
+
+    def _raw_process_create(self, host: Host, proc: Process, ts_ns: int) -> Shipped:
+        image, user, parent = proc.image, proc.user, proc.parent
+        sha256 = image.digest("sha256")
+        data = {
+            "RuleName": "-",
+            "UtcTime": _sysmon_utc(ts_ns),
+            "ProcessGuid": proc.entity_id,
+            "ProcessId": str(proc.pid),
+            "Image": image.path,
+            "FileVersion": image.version,
+            "Description": image.description,
+            "Product": image.product,
+            "Company": image.company,
+            "OriginalFileName": image.original_name,
+            "CommandLine": proc.command_line,
+            "CurrentDirectory": _WORKING_DIRECTORY,
+            "User": _account(user),
+            "LogonGuid": _logon_guid(host, user),
+            "LogonId": _logon_id(user),
+            "TerminalSessionId": "0",
+            "IntegrityLevel": "System" if user.domain == SYSTEM.domain else "Medium",
+            "Hashes": f"SHA256={sha256.upper()}",
+        }
+        process = {
+            "args": list(proc.args),
+            "args_count": len(proc.args),
+            "command_line": proc.command_line,
+            "entity_id": proc.entity_id,
+            "executable": image.path,
+            "hash": {"sha256": sha256},
+            "name": image.name,
+            "pe": _pe_fields(image),
+            "pid": proc.pid,
+            "working_directory": _WORKING_DIRECTORY,
+        }
+        if parent is not None:
+            data.update({
+                "ParentProcessGuid": parent.entity_id,
+                "ParentProcessId": str(parent.pid),
+                "ParentImage": parent.image.path,
+                "ParentCommandLine": parent.command_line,
+                "ParentUser": _account(parent.user),
+            })
+            process["parent"] = _parent_fields(parent)
+        ecs = {"process": process, "user": _sysmon_user(user), "related": {"user": [user.name], "hash": [sha256]}}
+        return self._sysmon_record(host, 1, "Process Create (rule: ProcessCreate)", ts_ns, data, ecs)
+
+    def _raw_network(self, host: Host, proc: Process, ts_ns: int, conn: Connection) -> Shipped:
+        if conn.ended:
+            raise ValueError("Sysmon reports connections when they start, never when they end")
+        ipv6 = "true" if ":" in conn.local_ip else "false"
+        local_name, remote_name = _PORT_NAMES.get(conn.local_port), _PORT_NAMES.get(conn.remote_port)
+        # Sysmon puts the local socket in Source* and the peer in Destination*, whoever initiated.
+        data = {
+            "RuleName": "-",
+            "UtcTime": _sysmon_utc(ts_ns),
+            "ProcessGuid": proc.entity_id,
+            "ProcessId": str(proc.pid),
+            "Image": proc.image.path,
+            "User": _account(proc.user),
+            "Protocol": conn.transport,
+            "Initiated": "false" if conn.inbound else "true",
+            "SourceIsIpv6": ipv6,
+            "SourceIp": conn.local_ip,
+            "SourceHostname": host.fqdn.lower(),
+            "SourcePort": str(conn.local_port),
+            "SourcePortName": local_name or "-",
+            "DestinationIsIpv6": ipv6,
+            "DestinationIp": conn.remote_ip,
+            "DestinationHostname": "-",
+            "DestinationPort": str(conn.remote_port),
+            "DestinationPortName": remote_name or "-",
+        }
+        network = {
+            "direction": "ingress" if conn.inbound else "egress",
+            "transport": conn.transport,
+            "type": "ipv6" if ipv6 == "true" else "ipv4",
+        }
+        if remote_name or local_name:
+            network["protocol"] = remote_name or local_name
+        ecs = {
+            "network": network,
+            "source": {"domain": host.fqdn.lower(), "ip": conn.local_ip, "port": conn.local_port},
+            "destination": {"ip": conn.remote_ip, "port": conn.remote_port},
+            "process": _sysmon_process_ref(proc),
+            "user": _sysmon_user(proc.user),
+            "related": {"ip": list(dict.fromkeys((conn.local_ip, conn.remote_ip))), "user": [proc.user.name]},
+        }
+        return self._sysmon_record(host, 3, "Network connection detected (rule: NetworkConnect)", ts_ns, data, ecs)
+
+    def _raw_file(self, host: Host, proc: Process, ts_ns: int, path: str) -> Shipped:
+        directory, name = path.rsplit("\\", 1)
+        utc = _sysmon_utc(ts_ns)
+        data = {
+            "RuleName": "-",
+            "UtcTime": utc,
+            "ProcessGuid": proc.entity_id,
+            "ProcessId": str(proc.pid),
+            "Image": proc.image.path,
+            "TargetFilename": path,
+            "CreationUtcTime": utc,
+            "User": _account(proc.user),
+        }
+        file = {"directory": directory, "name": name, "path": path}
+        if "." in name:
+            file["extension"] = _extension(name)
+        ecs = {
+            "file": file,
+            "process": _sysmon_process_ref(proc),
+            "user": _sysmon_user(proc.user),
+            "related": {"user": [proc.user.name]},
+        }
+        return self._sysmon_record(host, 11, "File created (rule: FileCreate)", ts_ns, data, ecs)
+
+    def _raw_registry(self, host: Host, proc: Process, ts_ns: int, key: str, value: str, details: str) -> Shipped:
+        path = f"{key}\\{value}"
+        data = {
+            "RuleName": "-",
+            "EventType": "SetValue",
+            "UtcTime": _sysmon_utc(ts_ns),
+            "ProcessGuid": proc.entity_id,
+            "ProcessId": str(proc.pid),
+            "Image": proc.image.path,
+            "TargetObject": path,
+            "Details": details,
+            "User": _account(proc.user),
+        }
+        hive, hive_key = key.split("\\", 1)
+        ecs = {
+            "registry": {"hive": hive, "key": hive_key, "path": path, "value": value},
+            "process": _sysmon_process_ref(proc),
+            "user": _sysmon_user(proc.user),
+            "related": {"user": [proc.user.name]},
+        }
+        return self._sysmon_record(host, 13, "Registry value set (rule: RegistryEvent)", ts_ns, data, ecs)
+
+    def _raw_dns(self, host: Host, proc: Process, ts_ns: int, name: str, answers: list[str]) -> Shipped:
+        data = {
+            "RuleName": "-",
+            "UtcTime": _sysmon_utc(ts_ns),
+            "ProcessGuid": proc.entity_id,
+            "ProcessId": str(proc.pid),
+            "QueryName": name,
+            "QueryStatus": "0",
+            "QueryResults": "".join(f"::ffff:{address};" for address in answers),  # IPv4 answers, as Sysmon maps them
+            "Image": proc.image.path,
+            "User": _account(proc.user),
+        }
+        ecs = {
+            "dns": {
+                "question": {"name": name, "registered_domain": _registered_domain(name)},
+                "resolved_ip": answers,
+                "answers": [{"type": "A", "data": address} for address in answers],
+            },
+            "network": {"protocol": "dns"},
+            "process": _sysmon_process_ref(proc),
+            "user": _sysmon_user(proc.user),
+            "sysmon": {"dns": {"status": "SUCCESS"}},
+            "related": {"hosts": [name], "ip": list(dict.fromkeys(answers)), "user": [proc.user.name]},
+        }
+        return self._sysmon_record(host, 22, "Dns query (rule: DnsQuery)", ts_ns, data, ecs)
+
+    def _raw_logon(self, host: Host, ts_ns: int, user: User, source_ip: str, logon_id: str) -> Shipped:
+        source_port = self.rng.randrange(49152, 65536)
+        data = _logon_event_data(user, logon_id, source_ip, source_port)
+        record = _Record(_SECURITY, 4624, "Logon", ts_ns, ts_ns, host.services["lsass"].pid, data, (_AUDIT_SUCCESS,))
+        ecs = {
+            "event": {
+                "action": "logged-in",
+                "category": ["authentication"],
+                "code": "4624",
+                "kind": "event",
+                "module": "security",
+                "outcome": "success",
+                "provider": _SECURITY.name,
+                "type": ["start"],
+            },
+            "user": {"domain": user.domain, "id": user.sid, "name": user.name},
+            "source": {"ip": source_ip, "port": source_port},
+            "related": {"ip": [source_ip], "user": [user.name]},
+            "winlog": {"logon": {"id": logon_id, "type": "Network"}},
+        }
+        return self._shipped_record(host, record, ecs)
+
+    def _sysmon_record(
+        self, host: Host, event_id: int, task: str, ts_ns: int, data: dict[str, str], ecs: Event
+    ) -> Shipped:
+        """A Sysmon record of an event at ``ts_ns`` (its UtcTime), written to the log up to 1.5 s later."""
+        written_ns = ts_ns + self.rng.randrange(15_000_000) * 100
+        category, types, action = _SYSMON_PIPELINE_EVENTS[event_id]
+        ecs["event"] = {
+            "action": action,
+            "category": category,
+            "code": str(event_id),
+            "kind": "event",
+            "module": "sysmon",
+            "provider": _SYSMON.name,
+            "type": types,
+        }
+        record = _Record(_SYSMON, event_id, task, ts_ns, written_ns, _SYSMON_SERVICE_PID, data)
+        return self._shipped_record(host, record, ecs)
+
+    def _shipped_record(self, host: Host, record: _Record, ecs: Event) -> Shipped:
+        """``record`` as Winlogbeat 8 ships it, and its twin: the same envelope with ``ecs`` merged in.
+
+        ``ecs`` holds the fields the ingest pipeline derives, as the caller wrote them from its
+        model of the event (not from the record's strings).
+        """
+        record_id = host.next_record_id
+        host.next_record_id += 1
+        thread_id = self.rng.randrange(1000, 9000, 4)
+        event = {"action": record.task, "code": str(record.event_id), "kind": "event", "provider": record.provider.name}
+        if _AUDIT_SUCCESS in record.keywords:
+            event["outcome"] = "success"
+        raw = {
+            "@timestamp": _iso(record.written_ns, 7),
+            "@metadata": {"beat": "winlogbeat", "type": "_doc", "version": WINLOGBEAT8_VERSION},
+            "event": event,
+            **self._winlogbeat8_envelope(host, record, record_id, thread_id),
+        }
+        raw["winlog"]["event_data"] = dict(record.data)
+
+        twin = self._winlogbeat8_envelope(host, record, record_id, thread_id)
+        if record.provider is _SYSMON:
+            # The pipeline dates the event by UtcTime; the write time (the raw @timestamp) is lost.
+            twin["@timestamp"] = _iso(record.time_ns, 3)
+            twin["winlog"]["event_data"] = {
+                key: value for key, value in record.data.items()
+                if value not in _NO_VALUE and key not in _SYSMON_PIPELINE_CONSUMED
+            }
+        else:
+            twin["@timestamp"] = raw["@timestamp"]
+            twin["winlog"]["event_data"] = dict(record.data)
+        twin["winlog"]["record_id"] = str(record_id)  # the pipeline indexes it as a keyword
+        for key, value in ecs.items():
+            if key in twin:
+                twin[key].update(value)
+            else:
+                twin[key] = value
+        return Shipped(raw, twin)
+
+    def _winlogbeat8_envelope(self, host: Host, record: _Record, record_id: int, thread_id: int) -> Event:
+        """What Winlogbeat 8 puts around every record (add_host_metadata on): a new object on each call."""
+        winlog: dict[str, Any] = {
+            "api": "wineventlog",
+            "channel": record.provider.channel,
+            "computer_name": host.fqdn,
+            "event_id": str(record.event_id),
+            "opcode": "Info",
+            "process": {"pid": record.logged_by, "thread": {"id": thread_id}},
+            "provider_guid": record.provider.guid,
+            "provider_name": record.provider.name,
+            "record_id": record_id,
+            "task": record.task,
+            "version": record.provider.version,
+        }
+        if record.keywords:
+            winlog["keywords"] = list(record.keywords)
+        if record.provider is _SYSMON:  # the Sysmon service logs as SYSTEM
+            winlog["user"] = {"domain": SYSTEM.domain, "identifier": SYSTEM.sid, "name": SYSTEM.name, "type": "User"}
+        return {
+            "agent": {
+                "ephemeral_id": host.ephemeral_id,
+                "id": host.agent_id,
+                "name": host.name,
+                "type": "winlogbeat",
+                "version": WINLOGBEAT8_VERSION,
+            },
+            "ecs": {"version": "8.0.0"},
+            "host": {
+                "architecture": "x86_64",
+                "hostname": host.name.lower(),
+                "id": host.id,
+                "ip": [host.ip, "fe80::" + host.id[:4] + ":" + host.id[9:13]],
+                "mac": [host.mac],
+                "name": host.name.lower(),
+                "os": {
+                    "build": host.build,
+                    "family": "windows",
+                    "kernel": f"10.0.{host.build} (WinBuild.160101.0800)",
+                    "name": host.os_variant,
+                    "platform": "windows",
+                    "type": "windows",
+                    "version": "10.0",
+                },
+            },
+            "labels": dict(host.labels),
+            "log": {"level": "information"},
+            "winlog": winlog,
+        }
+
 
 def _sysmon_process_ref(proc: Process) -> dict[str, Any]:
     return {"entity_id": proc.entity_id, "pid": proc.pid, "executable": proc.image.path, "name": proc.image.name}
+
+
+def _parent_fields(parent: Process) -> dict[str, Any]:
+    """``process.parent`` of a process start, as every source reports it."""
+    return {
+        "args": list(parent.args),
+        "args_count": len(parent.args),
+        "command_line": parent.command_line,
+        "entity_id": parent.entity_id,
+        "executable": parent.image.path,
+        "name": parent.image.name,
+        "pid": parent.pid,
+    }
+
+
+def _pe_fields(image: Image) -> dict[str, str]:
+    """``process.pe``: the executable's version resource."""
+    return {
+        "company": image.company,
+        "description": image.description,
+        "file_version": image.version,
+        "original_file_name": image.original_name,
+        "product": image.product,
+    }
+
+
+def _account(user: User) -> str:
+    """A user as Sysmon writes it: ``DOMAIN\\name``."""
+    return f"{user.domain}\\{user.name}"
+
+
+def _sysmon_user(user: User) -> dict[str, str]:
+    """``user.*`` as the Sysmon pipeline sets it: the name from the event, the id of the account that
+    logged it (the Sysmon service runs as SYSTEM)."""
+    return {"domain": user.domain, "id": SYSTEM.sid, "name": user.name}
+
+
+def _logon_id(user: User) -> str:
+    """The logon session of ``user``'s processes: well known for service accounts, stable for others."""
+    return _WELL_KNOWN_LOGON_IDS.get(user.sid) or f"0x{int(hashlib.sha1(user.sid.encode()).hexdigest()[:6], 16):x}"
+
+
+def _logon_guid(host: Host, user: User) -> str:
+    """Sysmon's LogonGuid: the machine's GUID prefix and the logon id."""
+    value = int(_logon_id(user), 16)
+    return f"{{{host.guid_prefix}-0000-0000-{value & 0xFFFF:04x}-{value >> 16:012x}}}"
+
+
+def _logon_event_data(user: User, logon_id: str, source_ip: str, source_port: int) -> dict[str, str]:
+    """``winlog.event_data`` of a Kerberos network logon (Security event 4624)."""
+    return {
+        "SubjectUserSid": "S-1-0-0", "SubjectUserName": "-", "SubjectDomainName": "-", "SubjectLogonId": "0x0",
+        "TargetUserSid": user.sid, "TargetUserName": user.name, "TargetDomainName": user.domain,
+        "TargetLogonId": logon_id, "LogonType": "3", "LogonProcessName": "Kerberos",
+        "AuthenticationPackageName": "Kerberos", "WorkstationName": "-", "KeyLength": "0",
+        "ProcessId": "0x0", "ProcessName": "-", "IpAddress": source_ip, "IpPort": str(source_port),
+        "ImpersonationLevel": "%%1833", "ElevatedToken": "%%1843",
+    }
+
+
+def _registered_domain(name: str) -> str:
+    """The last two labels of a DNS name: right for every name the generator uses."""
+    return ".".join(name.split(".")[-2:])
 
 
 def _ancestors(proc: Process) -> list[Process]:
@@ -797,7 +1232,7 @@ class NoiseWriter:
         self.rng = factory.rng
         self.fleet = fleet
 
-    def event(self, host: Host, ts_ns: int) -> Event:
+    def event(self, host: Host, ts_ns: int) -> Shipped:
         """One noise event of a randomly chosen kind on ``host``."""
         kind = self.rng.choices(_NOISE_KINDS, _NOISE_WEIGHTS)[0]
         return getattr(self, f"_{kind}")(host, ts_ns)
@@ -810,13 +1245,13 @@ class NoiseWriter:
         rng = self.rng
         return f"{rng.choice((13, 20, 40, 52))}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
 
-    def _process(self, host: Host, ts_ns: int) -> Event:
+    def _process(self, host: Host, ts_ns: int) -> Shipped:
         _, image_key, args, parent_key, user = self.rng.choices(_PROCESS_TEMPLATES, _PROCESS_WEIGHTS)[0]
         parent = host.services[parent_key]
         proc = self.factory.process(host, IMAGES[image_key], args, user, parent, ts_ns)
         return self.factory.process_start(host, proc, ts_ns)
 
-    def _network(self, host: Host, ts_ns: int) -> Event:
+    def _network(self, host: Host, ts_ns: int) -> Shipped:
         rng = self.rng
         roll = rng.random()
         if roll < 0.4:
@@ -834,14 +1269,14 @@ class NoiseWriter:
             conn = replace(conn, ended=True)
         return self.factory.network(host, proc, ts_ns, conn)
 
-    def _file(self, host: Host, ts_ns: int) -> Event:
+    def _file(self, host: Host, ts_ns: int) -> Shipped:
         template = self.rng.choice(_FILE_PATHS)
         user = host.services["explorer"].user
         path = template.replace("{user}", user.name).format(self.rng.getrandbits(32))
         proc = host.services[self.rng.choice(("msmpeng", "netsvcs", "explorer"))]
         return self.factory.file(host, proc, ts_ns, path)
 
-    def _registry(self, host: Host, ts_ns: int) -> Event:
+    def _registry(self, host: Host, ts_ns: int) -> Shipped:
         key, value, data = self.rng.choice(_REGISTRY_VALUES)
         sid = host.services["explorer"].user.sid
         key = key.format(sid=sid, guid=host.id)
@@ -849,13 +1284,13 @@ class NoiseWriter:
         proc = host.services[self.rng.choice(("msmpeng", "netsvcs", "explorer", "services"))]
         return self.factory.registry(host, proc, ts_ns, key, value, data)
 
-    def _dns(self, host: Host, ts_ns: int) -> Event:
+    def _dns(self, host: Host, ts_ns: int) -> Shipped:
         name = self.rng.choice(_DNS_NAMES)
         answers = [self._internet_ip() for _ in range(self.rng.randrange(1, 4))]
         proc = host.services[self.rng.choice(("dnscache", "explorer", "msmpeng"))]
         return self.factory.dns(host, proc, ts_ns, name, answers)
 
-    def _logon(self, host: Host, ts_ns: int) -> Event:
+    def _logon(self, host: Host, ts_ns: int) -> Shipped:
         return self.factory.logon(host, ts_ns, self.factory.domain_user(), self._peer(host))
 
 
@@ -923,7 +1358,7 @@ class ScenarioWriter:
                 raise ValueError(f"unknown near-miss kind {kind!r}")
         return replace(plan, **changes)
 
-    def write(self, host: Host, start_ns: int, plan: Plan, case: str, case_id: str) -> list[tuple[int, Event]]:
+    def write(self, host: Host, start_ns: int, plan: Plan, case: str, case_id: str) -> list[tuple[int, Shipped]]:
         """The process start and the network event of ``plan`` on ``host``, with their timestamps."""
         factory = self.factory
         image = IMAGES["mshta"]
@@ -931,7 +1366,7 @@ class ScenarioWriter:
         args = (image.path, "-Embedding") if plan.embedding else (image.path, hta)
         attacker = factory.domain_user()
         proc = factory.process(host, image, args, attacker, host.services["dcomlaunch"], start_ns)
-        process_event = factory.process_start(host, proc, start_ns)
+        started = factory.process_start(host, proc, start_ns)
 
         net_host = host
         if plan.other_host:
@@ -945,35 +1380,39 @@ class ScenarioWriter:
             plan.inbound, plan.transport, local_ip, plan.local_port, remote_ip, plan.remote_port, plan.ended
         )
         net_ts = start_ns + plan.delay_ns
-        network_event = factory.network(net_host, net_proc, net_ts, conn)
+        connected = factory.network(net_host, net_proc, net_ts, conn)
 
-        for event in (process_event, network_event):
-            event["labels"].update({CASE_LABEL: case, CASE_ID_LABEL: case_id})
-        return [(start_ns, process_event), (net_ts, network_event)]
+        for shipped in (started, connected):
+            for event in (shipped.event, shipped.twin):
+                event["labels"].update({CASE_LABEL: case, CASE_ID_LABEL: case_id})
+        return [(start_ns, started), (net_ts, connected)]
 
 
 # -- corpus ------------------------------------------------------------------------------------
 
 
-def iter_corpus(
+def iter_corpus_with_twins(
     seed: int,
     events: int,
     attack_rate: float = 1e-3,
     near_miss_rate: float = 5e-3,
     source_mix: float = 0.5,
     *,
+    raw_share: float = 0.0,
     rate: float = 50.0,
     hosts: int | None = None,
     start: str = DEFAULT_START,
     attack_delay_s: tuple[float, float] = (0.05, 30.0),
     near_miss_kinds: Sequence[str] = tuple(NEAR_MISSES),
-) -> Iterator[Event]:
-    """Stream a corpus of ``events`` events in @timestamp order (constant memory, for big corpora).
+) -> Iterator[Shipped]:
+    """Stream a corpus of ``events`` events with their twins, in event-time order (the twins'
+    @timestamp order), in constant memory for big corpora.
 
     ``attack_rate`` and ``near_miss_rate`` are scenarios per event (each scenario is two of the
-    events); ``source_mix`` is the share of hosts running Elastic Defend (the rest Winlogbeat 7);
-    ``rate`` is the fleet's events per second. Scenarios alternate between the two shapes and
-    near misses cycle through ``near_miss_kinds``, so small corpora still cover every case.
+    events); ``source_mix`` is the share of hosts running Elastic Defend and ``raw_share`` the share
+    running Winlogbeat 8 (raw records), the rest run Winlogbeat 7; ``rate`` is the fleet's events
+    per second. Scenarios cycle through the shapes present and near misses through
+    ``near_miss_kinds``, so small corpora still cover every case.
     """
     unknown = set(near_miss_kinds) - NEAR_MISSES.keys()
     if unknown:
@@ -985,7 +1424,7 @@ def iter_corpus(
         raise ValueError("a fleet needs at least two hosts (lateral movement comes from another one)")
     rng = random.Random(seed)
     factory = EventFactory(rng)
-    fleet = factory.fleet(hosts or min(max(events // 200, 6), 400), source_mix, start_ns)
+    fleet = factory.fleet(hosts or min(max(events // 200, 6), 400), source_mix, start_ns, raw_share)
     by_shape = {shape: [h for h in fleet if h.shape == shape] for shape in SHAPES}
     shapes = [shape for shape in SHAPES if by_shape[shape]]
 
@@ -996,12 +1435,12 @@ def iter_corpus(
     attacks = round(events * attack_rate)
     near_misses = round(events * near_miss_rate) if near_miss_kinds else 0
     writer = ScenarioWriter(factory, fleet)
-    scenario: list[tuple[int, Event]] = []
+    scenario: list[tuple[int, Shipped]] = []
     for index in range(attacks + near_misses):
         kind = ATTACK if index < attacks else near_miss_kinds[(index - attacks) % len(near_miss_kinds)]
         shape = DEFEND if kind in _DEFEND_ONLY and DEFEND in shapes else shapes[index % len(shapes)]
         if kind in _DEFEND_ONLY and shape != DEFEND:
-            continue  # a Winlogbeat-only fleet cannot express this near miss
+            continue  # a fleet without Defend cannot express this near miss
         host = rng.choice(by_shape[shape])
         attacker = rng.choice([h for h in fleet if h is not host])
         plan = writer.plan(attack_delay_s, attacker, shape)
@@ -1014,8 +1453,21 @@ def iter_corpus(
     scenario.sort(key=lambda pair: pair[0])
 
     noise = _noise(NoiseWriter(factory, fleet), fleet, max(events - len(scenario), 0), start_ns, rate)
-    for _, event in heapq.merge(noise, scenario, key=lambda pair: pair[0]):
-        yield event
+    for _, shipped in heapq.merge(noise, scenario, key=lambda pair: pair[0]):
+        yield shipped
+
+
+def iter_corpus(
+    seed: int,
+    events: int,
+    attack_rate: float = 1e-3,
+    near_miss_rate: float = 5e-3,
+    source_mix: float = 0.5,
+    **options: Any,
+) -> Iterator[Event]:
+    """The corpus' events as their sources ship them (see ``iter_corpus_with_twins`` for the parameters)."""
+    for shipped in iter_corpus_with_twins(seed, events, attack_rate, near_miss_rate, source_mix, **options):
+        yield shipped.event
 
 
 def generate_corpus(
@@ -1026,20 +1478,40 @@ def generate_corpus(
     source_mix: float = 0.5,
     **options: Any,
 ) -> list[Event]:
-    """A corpus as a list in @timestamp order (see ``iter_corpus`` for the parameters)."""
+    """A corpus as a list in event-time order (see ``iter_corpus_with_twins`` for the parameters)."""
     return list(iter_corpus(seed, events, attack_rate, near_miss_rate, source_mix, **options))
+
+
+def source_of(event: Event) -> str:
+    """Which of the generator's sources (``SHAPES``) wrote ``event``, told by its agent."""
+    agent = event["agent"]
+    if agent["type"] == "endpoint":
+        return DEFEND
+    return WINLOGBEAT8 if agent["version"] == WINLOGBEAT8_VERSION else WINLOGBEAT
+
+
+def event_time_ns(event: Event) -> int | None:
+    """When ``event`` happened, as Elasticsearch orders it (None if its time is not a date).
+
+    That is the @timestamp, except for a raw Sysmon record: there the @timestamp is when the
+    record was written, and the ingest pipeline dates the event by Sysmon's ``UtcTime`` instead.
+    """
+    data = event.get("winlog", {}).get("event_data", {})
+    if "category" not in event["event"] and "UtcTime" in data:
+        return parse_timestamp(data["UtcTime"] + "Z")
+    return parse_timestamp(event["@timestamp"])
 
 
 def _noise(
     writer: NoiseWriter, fleet: list[Host], count: int, start_ns: int, rate: float
-) -> Iterator[tuple[int, Event]]:
-    """Noise in @timestamp order: Poisson arrivals over the fleet, each truncated to its source's precision.
+) -> Iterator[tuple[int, Shipped]]:
+    """Noise in event-time order: Poisson arrivals over the fleet, each truncated to its source's precision.
 
     Truncation moves an event back by less than a millisecond, which can put it before the previous
     one; a heap holding that last millisecond restores the order.
     """
     rng = writer.rng
-    pending: list[tuple[int, int, Event]] = []
+    pending: list[tuple[int, int, Shipped]] = []
     now = float(start_ns)
     for index in range(count):
         now += rng.expovariate(rate) * NS_PER_S
@@ -1047,33 +1519,34 @@ def _noise(
         ts = _round_down(int(now), host.shape)
         heapq.heappush(pending, (ts, index, writer.event(host, ts)))
         while pending[0][0] < int(now) - NS_PER_MS:
-            ts, _, event = heapq.heappop(pending)
-            yield ts, event
+            ts, _, shipped = heapq.heappop(pending)
+            yield ts, shipped
     while pending:
-        ts, _, event = heapq.heappop(pending)
-        yield ts, event
+        ts, _, shipped = heapq.heappop(pending)
+        yield ts, shipped
 
 
 def arrival_order(
     events: Iterable[Event], seed: int, max_lateness_s: float = 300.0, duplicate_rate: float = 0.0
 ) -> Iterator[Event]:
-    """Re-order a @timestamp-ordered stream the way Kafka delivers it, with Beats' re-deliveries.
+    """Re-order an event-time-ordered stream the way Kafka delivers it, with Beats' re-deliveries.
 
     Beats writes each event to a random partition and process and network events come from
-    different data streams, so consumers see events out of @timestamp order. Each event gets a
-    random transport delay in [0, max_lateness_s] and events are delivered in order of timestamp
-    plus delay; hence no event arrives more than ``max_lateness_s`` behind the largest @timestamp
-    already delivered. A ``duplicate_rate`` share of events is delivered a second time, later, as an
-    exact copy (at-least-once delivery). Works as a stream, holding only the lateness window.
+    different data streams, so consumers see events out of time order. Each event gets a random
+    transport delay in [0, max_lateness_s] and events are delivered in order of event time plus
+    delay; hence no event arrives more than ``max_lateness_s`` behind the largest event time
+    already delivered (event time as ``event_time_ns``: what the detector's lateness is measured
+    in). A ``duplicate_rate`` share of events is delivered a second time, later, as an exact copy
+    (at-least-once delivery). Works as a stream, holding only the lateness window.
     """
     rng = random.Random(f"{seed}:arrival")
     lateness = int(max_lateness_s * NS_PER_S)
     counter = itertools.count()
     queue: list[tuple[int, int, Event]] = []
     for event in events:
-        ts = parse_timestamp(event["@timestamp"])
+        ts = event_time_ns(event)
         if ts is None:
-            raise ValueError(f"event without a valid @timestamp: {event.get('@timestamp')!r}")
+            raise ValueError(f"event without a valid time: {event.get('@timestamp')!r}")
         while queue and queue[0][0] <= ts:
             yield heapq.heappop(queue)[2]
         # Most events are delayed a little; some wait in a lagging partition up to the limit.
@@ -1109,6 +1582,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--attack-rate", type=float, default=1e-3, help="attacks per event")
     parser.add_argument("--near-miss-rate", type=float, default=5e-3, help="near misses per event")
     parser.add_argument("--source-mix", type=float, default=0.5, help="share of hosts running Elastic Defend")
+    parser.add_argument(
+        "--raw-share", type=float, default=0.0,
+        help="share of hosts running Winlogbeat 8, shipping raw Sysmon and Security records (the rest: Winlogbeat 7)",
+    )
     parser.add_argument("--rate", type=float, default=50.0, help="fleet events per second (sets the time span)")
     parser.add_argument("--hosts", type=int, help="fleet size (default: from --events)")
     parser.add_argument("--start", default=DEFAULT_START, help="start of the time range (ISO 8601)")
@@ -1121,7 +1598,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     events: Iterable[Event] = iter_corpus(
         args.seed, args.events, args.attack_rate, args.near_miss_rate, args.source_mix,
-        rate=args.rate, hosts=args.hosts, start=args.start,
+        raw_share=args.raw_share, rate=args.rate, hosts=args.hosts, start=args.start,
         near_miss_kinds=tuple(kind for kind in args.near_miss_kinds.split(",") if kind),
     )
     if args.max_lateness > 0 or args.duplicate_rate > 0:

@@ -674,23 +674,7 @@ class EventFactory:
                 "provider": _SYSMON.name,
                 "type": etype,
             },
-            "host": {
-                "architecture": "x86_64",
-                "hostname": host.name.lower(),
-                "id": host.id,
-                "ip": [host.ip, "fe80::" + host.id[:4] + ":" + host.id[9:13]],
-                "mac": [host.mac.replace("-", ":").lower()],
-                "name": host.fqdn.lower(),
-                "os": {
-                    "build": host.build,
-                    "family": "windows",
-                    "kernel": f"10.0.{host.build} (WinBuild.160101.0800)",
-                    "name": host.os_variant,
-                    "platform": "windows",
-                    "type": "windows",
-                    "version": "10.0",
-                },
-            },
+            "host": _beats_host(host, name=host.fqdn.lower(), mac=host.mac.replace("-", ":").lower()),
             "labels": dict(host.labels),
             "log": {"level": "information"},
             "winlog": {
@@ -1042,27 +1026,32 @@ class EventFactory:
                 "version": WINLOGBEAT8_VERSION,
             },
             "ecs": {"version": "8.0.0"},
-            "host": {
-                "architecture": "x86_64",
-                "hostname": host.name.lower(),
-                "id": host.id,
-                "ip": [host.ip, "fe80::" + host.id[:4] + ":" + host.id[9:13]],
-                "mac": [host.mac],
-                "name": host.name.lower(),
-                "os": {
-                    "build": host.build,
-                    "family": "windows",
-                    "kernel": f"10.0.{host.build} (WinBuild.160101.0800)",
-                    "name": host.os_variant,
-                    "platform": "windows",
-                    "type": "windows",
-                    "version": "10.0",
-                },
-            },
+            "host": _beats_host(host, name=host.name.lower(), mac=host.mac),
             "labels": dict(host.labels),
             "log": {"level": "information"},
             "winlog": winlog,
         }
+
+
+def _beats_host(host: Host, *, name: str, mac: str) -> dict[str, Any]:
+    """``host.*`` as Beats' add_host_metadata writes it (Winlogbeat 7 and 8 differ in name and MAC format)."""
+    return {
+        "architecture": "x86_64",
+        "hostname": host.name.lower(),
+        "id": host.id,
+        "ip": [host.ip, "fe80::" + host.id[:4] + ":" + host.id[9:13]],
+        "mac": [mac],
+        "name": name,
+        "os": {
+            "build": host.build,
+            "family": "windows",
+            "kernel": f"10.0.{host.build} (WinBuild.160101.0800)",
+            "name": host.os_variant,
+            "platform": "windows",
+            "type": "windows",
+            "version": "10.0",
+        },
+    }
 
 
 def _sysmon_process_ref(proc: Process) -> dict[str, Any]:

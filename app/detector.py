@@ -6,6 +6,8 @@ the replay CLI runs them back to back. Both use exactly this code.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,6 +107,27 @@ class CandidateExtractor:
                 rejected += problems
         self.stats.records += lines - blank
         return found, rejected
+
+    def extract_many(self, records: list[bytes], origins: list[str]) -> list[tuple[int, Extraction]]:
+        """``extract`` over a batch of records (a Kafka poll), with one prefilter scan for the batch.
+
+        Returns (index, extraction) for the records that yielded candidates or rejections only.
+        The records are joined with newlines so Hyperscan scans them in one call; a hit is mapped
+        back to its record, which is then extracted on its own, exactly as ``extract`` would.
+        """
+        self.stats.records += len(records)
+        block = b"\n".join(records)
+        starts = list(itertools.accumulate((len(r) + 1 for r in records[:-1]), initial=0))
+        hits = {bisect.bisect_right(starts, line_start) - 1 for line_start, _ in self.prefilter.lines_to_check(block)}
+        if b"" in records:  # an empty record is no line of the block: check it on its own
+            hits.update(i for i, record in enumerate(records) if not record)
+        results = []
+        for index in sorted(hits):
+            self.stats.records -= 1  # extract() counts it again
+            extraction = self.extract(records[index], origins[index])
+            if extraction[0] or extraction[1]:
+                results.append((index, extraction))
+        return results
 
     def _parse_and_evaluate(self, raw: bytes, origin: str) -> Extraction:
         try:

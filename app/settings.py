@@ -7,8 +7,9 @@ lists them, and every Helm value maps to one of them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.rule.model import DEFAULT_RULE_PATH
@@ -42,7 +43,57 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Python logging level.")
 
-    @field_validator("allowed_lateness", "order_tolerance")
+    # -- the streaming service ---------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field("localhost:9092", description="Kafka bootstrap servers, comma-separated.")
+    input_topics: str = Field(
+        "eqlstream-events", description="Topics the ingest stage reads, comma-separated (several sources at once)."
+    )
+    input_topic_pattern: str = Field(
+        "", description="A regular expression of input topics (e.g. ^winlogbeat-.*); replaces input_topics when set."
+    )
+    consumer_group: str = Field("eqlstream", description="Consumer group of the ingest and sequence stages.")
+    instance_id: str = Field(
+        "", description="Static group membership id (the pod name in Kubernetes): restarts do not rebalance."
+    )
+    candidates_topic: str = Field("eqlstream-candidates", description="Topic of candidates keyed by join key.")
+    candidates_partitions: int = Field(8, ge=1, description="Partitions of the candidates topic (the parallelism).")
+    alerts_topic: str = Field("eqlstream-alerts", description="Topic the alert documents are written to.")
+    dead_letter_topic: str = Field("eqlstream-dead-letter", description="Topic of rejected input records.")
+    create_topics: bool = Field(True, description="Create the topics the service owns when they are missing.")
+    data_dir: Path = Field(Path("data"), description="Directory of the RocksDB state.")
+    session_timeout: str = Field("10s", description="Consumer group session timeout.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism (with SASL_PLAINTEXT or SASL_SSL)."
+    )
+    kafka_sasl_username: str = Field("", description="SASL user name.")
+    kafka_sasl_password: SecretStr = Field(SecretStr(""), description="SASL password (never logged).")
+    kafka_ssl_ca_location: str = Field("", description="CA certificate file (PEM) to verify the brokers.")
+    kafka_ssl_certificate_location: str = Field("", description="Client certificate file (PEM) for mutual TLS.")
+    kafka_ssl_key_location: str = Field("", description="Client private key file (PEM) for mutual TLS.")
+    kafka_ssl_key_password: SecretStr = Field(SecretStr(""), description="Password of the client key, if any.")
+    web_port: int = Field(6066, ge=1, le=65535, description="Port of the health and metrics endpoints.")
+    standby_replicas: int = Field(1, ge=0, description="Standby copies of each state partition on other workers.")
+    rocksdb_block_cache: int = Field(
+        16 * 1024 * 1024, ge=0, description="RocksDB block cache per state partition, bytes (Faust's default is 2 GiB)."
+    )
+    rocksdb_write_buffer: int = Field(
+        8 * 1024 * 1024, ge=1024 * 1024, description="RocksDB write buffer (memtable) per state partition, bytes."
+    )
+    alert_cap: int = Field(
+        -1,
+        ge=-1,
+        description="Most alerts per rule per rule interval (Kibana's max_signals); -1 = the rule's max_signals, 0 = no cap.",
+    )
+    single_record_batches: bool = Field(
+        False,
+        description="Only for the embedded development broker (Tansu): write one record per batch, because it "
+        "reports wrong end offsets after multi-record batches. Keep false for Apache Kafka.",
+    )
+
+    @field_validator("allowed_lateness", "order_tolerance", "session_timeout")
     @classmethod
     def _is_duration(cls, value: str) -> str:
         parse_duration(value)

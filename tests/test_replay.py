@@ -73,3 +73,22 @@ def test_block_extraction_equals_record_extraction(lines: list[bytes], size: int
     assert found == expected
     assert by_block.stats.records == by_record.stats.records
     assert by_block.stats.rejected == by_record.stats.rejected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(LINES), max_size=30))
+def test_batch_extraction_equals_record_extraction(records: list[bytes]) -> None:
+    by_record = CandidateExtractor([RULE])
+    expected = []
+    for index, record in enumerate(records):
+        candidates, rejections = by_record.extract(record)
+        if candidates or rejections:
+            expected.append((index, [c.event_id for c in candidates], [r.reason for r in rejections]))
+    by_batch = CandidateExtractor([RULE])
+    found = [
+        (index, [c.event_id for c in candidates], [r.reason for r in rejections])
+        for index, (candidates, rejections) in by_batch.extract_many(records, ["t"] * len(records))
+    ]
+    assert found == expected
+    assert by_batch.stats.records == by_record.stats.records == len(records)
+    assert by_batch.stats.rejected == by_record.stats.rejected

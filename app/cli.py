@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for document in alert.documents:
                 out.write(orjson.dumps(document) + b"\n")
         else:
-            out.write(summary_line(alert.rule.meta, alert.match, alert.id).encode() + b"\n")
+            out.write(summary_line(alert.documents).encode() + b"\n")
 
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     try:

@@ -1,30 +1,38 @@
-"""A compact one-line description of an alert, for logs, the demo and the replay CLI."""
+"""A compact one-line description of an alert, for logs, the demo and the replay CLI.
+
+It reads only the alert documents, so it serves both an in-process alert and one read back from
+the alerts topic.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from app.alerts.builder import first_value
-from app.engine.sequence import SequenceMatch
-from app.rule.model import RuleMeta
-from app.timeparse import NS_PER_S, format_timestamp
+from app.timeparse import NS_PER_S, format_timestamp, parse_timestamp
 
 
-def summary_line(rule: RuleMeta, match: SequenceMatch, alert_id: str, latency_s: float | None = None) -> str:
-    """``<first event time> <severity> <rule> host=… process=… src=… dst=… span=… id=…``."""
-    first, last = match.events[0], match.events[-1]
-    network = last.event
-    host = first_value(first.event, "host.name") or first_value(first.event, "host.id")
+def summary_line(documents: list[dict[str, Any]], latency_s: float | None = None) -> str:
+    """``<first event time> <SEVERITY> '<rule>' host=… process=… entity_id=… src=… dst=… span=… id=…``.
+
+    ``documents`` are one match's building blocks (in stage order) followed by its shell.
+    """
+    *blocks, shell = documents
+    first, last = blocks[0], blocks[-1]
+    first_ns = parse_timestamp(first["kibana.alert.original_time"]) or 0
+    last_ns = parse_timestamp(last["kibana.alert.original_time"]) or 0
     parts = [
-        format_timestamp(first.timestamp_ns),
-        rule.severity.upper(),
-        repr(rule.name),
-        f"host={host}",
-        f"process={first_value(first.event, 'process.name')}",
-        f"entity_id={first_value(first.event, 'process.entity_id')}",
-        f"src={first_value(network, 'source.ip')}:{first_value(network, 'source.port')}",
-        f"dst={first_value(network, 'destination.ip')}:{first_value(network, 'destination.port')}",
-        f"span={(last.timestamp_ns - first.timestamp_ns) / NS_PER_S:.3f}s",
+        format_timestamp(first_ns),
+        str(shell["kibana.alert.severity"]).upper(),
+        repr(shell["kibana.alert.rule.name"]),
+        f"host={first_value(first, 'host.name') or first_value(first, 'host.id')}",
+        f"process={first_value(first, 'process.name')}",
+        f"entity_id={first_value(first, 'process.entity_id')}",
+        f"src={first_value(last, 'source.ip')}:{first_value(last, 'source.port')}",
+        f"dst={first_value(last, 'destination.ip')}:{first_value(last, 'destination.port')}",
+        f"span={(last_ns - first_ns) / NS_PER_S:.3f}s",
     ]
     if latency_s is not None:
         parts.append(f"latency={latency_s * 1000:.0f}ms")
-    parts.append(f"id={alert_id}")
+    parts.append(f"id={shell['kibana.alert.uuid']}")
     return " ".join(parts)

@@ -20,7 +20,7 @@ test: setup
 	$(BIN)/python -m pytest
 
 demo: setup
-	$(BIN)/python -m app replay --format summary demo/scenario.ndjson
+	$(BIN)/python -m app demo
 
 bench: setup
 	$(BIN)/python -m bench.replay_throughput

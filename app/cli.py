@@ -43,19 +43,39 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="progress bar (default: when stderr is a terminal)",
     )
+    run = commands.add_parser(
+        "run",
+        help="run the streaming service (configured by EQLSTREAM_* environment variables)",
+        description="Consume events from Kafka, detect sequences, write alerts and dead letters to Kafka.",
+    )
+    run.add_argument(
+        "--role",
+        choices=("all", "ingest", "sequence"),
+        default="all",
+        help="all (default): both stages in one process; ingest or sequence: one stage, to scale them apart",
+    )
+    run.add_argument("--rule", help="rule file or directory (default: EQLSTREAM_RULE_PATH or the bundled v4 rule)")
+    commands.add_parser(
+        "demo",
+        help="start an embedded broker and the service, stream a scenario with two attacks, print the alerts",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "demo":
+        from app.demo import main as demo  # the demo needs the development broker (a dev dependency)
+
+        return demo()
     overrides = {
         name: value
         for name, value in (
             ("rule_path", args.rule),
-            ("allowed_lateness", args.allowed_lateness),
-            ("order_tolerance", args.order_tolerance),
-            ("host_id_fallback", args.host_id_fallback),
+            ("allowed_lateness", getattr(args, "allowed_lateness", None)),
+            ("order_tolerance", getattr(args, "order_tolerance", None)),
+            ("host_id_fallback", getattr(args, "host_id_fallback", None)),
         )
         if value is not None
     }
@@ -71,6 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuleError as exc:
         print(f"eqlstream: {exc}", file=sys.stderr)
         return 2
+    if args.command == "run":
+        from app.kafka.run import run  # imported here: replay needs neither Kafka client nor Faust
+
+        logging.getLogger().handlers[0].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        run(settings, rules, args.role)
+        return 0
     out = sys.stdout.buffer
 
     def write_alert(alert: Alert) -> None:

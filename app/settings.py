@@ -99,6 +99,18 @@ class Settings(BaseSettings):
         parse_duration(value)
         return value
 
+    def to_environment(self) -> dict[str, str]:
+        """These settings as the EQLSTREAM_* variables that reproduce them (to start a child process)."""
+        environment = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            environment[f"EQLSTREAM_{name.upper()}"] = str(value)
+        return environment
+
     @property
     def allowed_lateness_ns(self) -> int:
         """``allowed_lateness`` in nanoseconds."""

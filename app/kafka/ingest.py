@@ -1,0 +1,339 @@
+"""The ingest stage: raw event topics in, candidates and dead letters out (plain confluent-kafka).
+
+Nearly every event is noise, so this stage must keep up with the firehose: it consumes large
+batches, runs one prefilter scan per batch (``CandidateExtractor.extract_many``) and parses only the
+records that may matter. What it finds goes to the candidates topic keyed by join key (every event
+of a sequence then meets on one partition, whatever partition Beats picked); what cannot be
+evaluated goes, byte for byte, to the dead-letter topic (formats in ``app.kafka.records``).
+
+Delivery is at-least-once. A batch's input offsets are committed only after every record produced
+from it has been acknowledged by the brokers (``acks=all``); a produce failure is retried a few
+times, then the stage stops with ``IngestError`` without committing, and its restart reads the
+batch again. The duplicates this can create are harmless: the sequence engine drops repeated event
+ids and alert ids are deterministic. Nothing is kept between batches, so a rebalance (which
+librdkafka runs inside ``consume``) never finds uncommitted work.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from app.detector import CandidateExtractor, Rejection
+from app.engine.sequence import Candidate
+from app.kafka.config import client_config, redacted
+from app.kafka.records import candidate_key, dead_letter_headers, encode_candidate
+from app.rule.compiler import CompiledRule
+from app.settings import Settings
+from app.timeparse import NS_PER_MS, parse_duration
+
+log = logging.getLogger("eqlstream.ingest")
+
+BATCH_SIZE = 5_000  # records per consume(): large enough for one prefilter scan to pay off
+POLL_TIMEOUT_S = 0.1  # consume() waits this long for a full batch: it bounds the latency added at low rates
+PRODUCE_ATTEMPTS = 3
+RETRY_BACKOFF_S = 1.0  # doubled after each failed attempt
+DELIVERY_TIMEOUT_MS = 30_000  # librdkafka retries a record internally for this long before reporting failure
+# flush() waits for every delivery report; each arrives within the delivery timeout, so this only
+# guards against a report that never comes.
+FLUSH_TIMEOUT_S = DELIVERY_TIMEOUT_MS / 1000 + 10
+# Commit failures that only mean the partition moved to another member in a rebalance: its new
+# owner re-reads the uncommitted batch (duplicates, no loss), so the stage carries on.
+_REBALANCE_ERRORS = frozenset(
+    {KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID}
+)
+
+
+class IngestError(RuntimeError):
+    """The stage cannot go on (records could not be produced, or a fatal client error)."""
+
+
+@dataclass
+class IngestStats:
+    """What the stage has done, for metrics. Counts are of committed batches, except the error counts."""
+
+    records: int = 0
+    batches: int = 0
+    candidates: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    dead_letters: int = 0
+    produce_errors: int = 0
+    consumer_errors: int = 0
+    commit_errors: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """A record to produce, computed once per batch so a retry sends exactly the same bytes."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int  # 0: no event time, the producer stamps the send time
+    headers: list[tuple[str, bytes]] | None = None
+
+
+class IngestStage:
+    """Consume the input topics, extract candidates, produce them and the dead letters, commit.
+
+    Use ``run(stop)`` in the service; tests drive ``poll_once`` and close the stage (it is a
+    context manager).
+    """
+
+    def __init__(self, settings: Settings, rules: list[CompiledRule], batch_size: int = BATCH_SIZE) -> None:
+        self.settings = settings
+        self.batch_size = batch_size
+        self.extractor = CandidateExtractor(rules, settings)
+        self.stats = IngestStats()
+        base = client_config(settings)
+        session_ms = parse_duration(settings.session_timeout) // NS_PER_MS
+        consumer_config: dict[str, object] = {
+            **base,
+            "group.id": settings.consumer_group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": session_ms,
+            # Frequent heartbeats make a group form faster after a (re)join; Kafka asks for <= 1/3 of the session.
+            "heartbeat.interval.ms": max(session_ms // 10, 500),
+            "logger": log,
+        }
+        if settings.instance_id:
+            consumer_config["group.instance.id"] = settings.instance_id
+        producer_config: dict[str, object] = {
+            **base,
+            "acks": "all",
+            # librdkafka's own retries then neither duplicate nor reorder records; the embedded broker accepts
+            # it too (the broker tests produce through this configuration).
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "message.timeout.ms": DELIVERY_TIMEOUT_MS,
+            "logger": log,
+        }
+        self._consumer = Consumer(consumer_config)
+        self._producer = Producer(producer_config)
+        self._closed = False
+        if settings.input_topic_pattern:
+            pattern = settings.input_topic_pattern
+            subscription = [pattern if pattern.startswith("^") else f"^{pattern}"]  # librdkafka: ^ marks a regex
+        else:
+            subscription = [topic.strip() for topic in settings.input_topics.split(",") if topic.strip()]
+        self._consumer.subscribe(
+            subscription, on_assign=_log_assignment("assigned"), on_revoke=_log_assignment("revoked")
+        )
+        log.info(
+            "ingest stage subscribed topics=%s group=%s candidates_topic=%s dead_letter_topic=%s config=%s",
+            ",".join(subscription),
+            settings.consumer_group,
+            settings.candidates_topic,
+            settings.dead_letter_topic,
+            redacted(base),
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        """Process batches until ``stop`` is set (checked between batches), then close the stage."""
+        try:
+            while not stop.is_set():
+                self.poll_once(POLL_TIMEOUT_S)
+        finally:
+            self.close()
+
+    def poll_once(self, timeout: float) -> int:
+        """Consume one batch (waiting up to ``timeout`` seconds), produce what it yields, commit it.
+
+        Returns the number of records handled. Raises ``IngestError`` when the batch's records could
+        not be produced (its offsets are then not committed).
+        """
+        messages = self._consumer.consume(num_messages=self.batch_size, timeout=timeout)
+        received_ns = time.time_ns()
+        records = [message for message in messages if not self._is_error(message)]
+        if not records:
+            return 0
+        values = [message.value() or b"" for message in records]
+        origins = [f"{message.topic()}/{message.partition()}" for message in records]
+        outgoing: list[_Outgoing] = []
+        dead: list[tuple[Rejection, Message]] = []
+        candidates = 0
+        for index, (found, rejections) in self.extractor.extract_many(values, origins):
+            source = records[index]
+            outgoing += [self._candidate(candidate, received_ns) for candidate in found]
+            outgoing += [self._dead_letter(rejection, source) for rejection in rejections]
+            dead += [(rejection, source) for rejection in rejections]
+            candidates += len(found)
+        if outgoing:
+            self._deliver(outgoing)
+        self._commit(records)
+        for rejection, source in dead:
+            log.info(
+                "dead letter reason=%s topic=%s partition=%d offset=%d",
+                rejection.reason,
+                source.topic(),
+                source.partition(),
+                source.offset(),
+            )
+            self.stats.rejected[rejection.reason] += 1
+        self.stats.records += len(records)
+        self.stats.batches += 1
+        self.stats.candidates += candidates
+        self.stats.dead_letters += len(dead)
+        return len(records)
+
+    def close(self) -> None:
+        """Leave the consumer group and flush the producer (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._consumer.close()
+        left = self._producer.flush(FLUSH_TIMEOUT_S)
+        log.info(
+            "ingest stage closed records=%d batches=%d candidates=%d dead_letters=%d produce_errors=%d unflushed=%d",
+            self.stats.records,
+            self.stats.batches,
+            self.stats.candidates,
+            self.stats.dead_letters,
+            self.stats.produce_errors,
+            left,
+        )
+
+    def __enter__(self) -> IngestStage:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _is_error(self, message: Message) -> bool:
+        """Consumer errors come as messages: fatal ones stop the stage, the others are logged and skipped."""
+        error = message.error()
+        if error is None:
+            return False
+        if error.fatal():
+            raise IngestError(f"fatal consumer error: {error.str()} ({error.name()})")
+        if error.code() != KafkaError._PARTITION_EOF:
+            self.stats.consumer_errors += 1
+            log.warning(
+                "consumer error error=%s topic=%s partition=%s", error.name(), message.topic(), message.partition()
+            )
+        return True
+
+    def _candidate(self, candidate: Candidate, received_ns: int) -> _Outgoing:
+        return _Outgoing(
+            self.settings.candidates_topic,
+            candidate_key(candidate),
+            encode_candidate(candidate, received_ns=received_ns),
+            # Kafka reserves negative timestamps; an event dated before 1970 gets the send time instead.
+            max(candidate.timestamp_ns // NS_PER_MS, 0),
+        )
+
+    def _dead_letter(self, rejection: Rejection, source: Message) -> _Outgoing:
+        headers = dead_letter_headers(rejection, source.topic(), source.partition(), source.offset())
+        return _Outgoing(self.settings.dead_letter_topic, source.key(), rejection.raw, 0, headers)
+
+    def _deliver(self, outgoing: list[_Outgoing]) -> None:
+        """Produce the records until all are acknowledged, in up to ``PRODUCE_ATTEMPTS`` attempts.
+
+        A retry sends the whole batch again (records that made it the first time are duplicated,
+        which the readers tolerate); after the last failure ``IngestError`` stops the stage.
+        """
+        backoff = RETRY_BACKOFF_S
+        for attempt in range(1, PRODUCE_ATTEMPTS + 1):
+            errors = self._produce(outgoing)
+            if not errors:
+                return
+            self.stats.produce_errors += len(errors)
+            log.warning(
+                "produce failed attempt=%d/%d records=%d errors=%d error=%s",
+                attempt,
+                PRODUCE_ATTEMPTS,
+                len(outgoing),
+                len(errors),
+                _describe(errors[0]),
+            )
+            if attempt < PRODUCE_ATTEMPTS:
+                time.sleep(backoff)
+                backoff *= 2
+        raise IngestError(
+            f"could not produce {len(outgoing)} records to {', '.join(sorted({r.topic for r in outgoing}))} in "
+            f"{PRODUCE_ATTEMPTS} attempts ({_describe(errors[0])}); the input offsets were not committed"
+        )
+
+    def _produce(self, outgoing: list[_Outgoing]) -> list[KafkaError]:
+        """One attempt: produce every record and wait for all delivery reports; returns the errors."""
+        errors: list[KafkaError] = []
+
+        def delivered(error: KafkaError | None, _message: Message) -> None:
+            if error is not None:
+                errors.append(error)
+
+        for record in outgoing:
+            try:
+                self._send(record, delivered)
+            except KafkaException as exc:  # refused locally, e.g. a record over message.max.bytes
+                errors.append(exc.args[0])
+        left = self._producer.flush(FLUSH_TIMEOUT_S)
+        if left:
+            errors.append(KafkaError(KafkaError._MSG_TIMED_OUT, f"{left} records not acknowledged in time"))
+        return errors
+
+    def _send(self, record: _Outgoing, delivered: Callable[[KafkaError | None, Message], None]) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    record.topic,
+                    value=record.value,
+                    key=record.key,
+                    timestamp=record.timestamp_ms,
+                    headers=record.headers,
+                    on_delivery=delivered,
+                )
+                return
+            except BufferError:  # the local queue is full: serve delivery reports until there is room
+                self._producer.poll(0.1)
+
+    def _commit(self, records: list[Message]) -> None:
+        """Commit, per partition, the offset after the last record of the batch (synchronously)."""
+        last: dict[tuple[str, int], int] = {}
+        for message in records:
+            position = (message.topic(), message.partition())
+            last[position] = max(last.get(position, -1), message.offset())
+        offsets = [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in last.items()]
+        try:
+            committed = self._consumer.commit(offsets=offsets, asynchronous=False) or []
+        except KafkaException as exc:
+            self._commit_failed(exc.args[0], offsets)
+            return
+        for partition in committed:
+            if partition.error is not None:
+                self._commit_failed(partition.error, [partition])
+
+    def _commit_failed(self, error: KafkaError, offsets: list[TopicPartition]) -> None:
+        where = _names(offsets)
+        if error.code() in _REBALANCE_ERRORS:
+            self.stats.commit_errors += 1
+            log.warning(
+                "commit lost to a rebalance, the batch will be read again error=%s partitions=%s", error.name(), where
+            )
+            return
+        raise IngestError(f"cannot commit offsets of {where}: {_describe(error)}")
+
+
+def _describe(error: KafkaError) -> str:
+    return f"{error.str()} ({error.name()})"
+
+
+def _log_assignment(change: str) -> Callable[[Consumer, list[TopicPartition]], None]:
+    """A rebalance callback that logs the partitions gained or lost in one line."""
+
+    def callback(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions %s count=%d partitions=%s", change, len(partitions), _names(partitions))
+
+    return callback
+
+
+def _names(partitions: list[TopicPartition]) -> str:
+    return ",".join(f"{tp.topic}/{tp.partition}" for tp in partitions)

@@ -1,0 +1,92 @@
+"""The records eqlstream writes to Kafka, and reads back from its own candidates topic.
+
+* **Candidates** (``EQLSTREAM_CANDIDATES_TOPIC``): key = the rule-scoped join key as canonical JSON
+  (``["<rule_id>", "<host.id>", "<process.entity_id>"]``), so that every event of a sequence lands on
+  one partition whatever partition Beats picked; value = JSON of the candidate (below); record
+  timestamp = the event's ``@timestamp``.
+* **Dead letters** (``EQLSTREAM_DEAD_LETTER_TOPIC``): value = the original bytes, unchanged; key = the
+  original key; headers ``eqlstream.reason`` (a stable label), ``eqlstream.detail`` (a sentence),
+  ``eqlstream.topic``, ``eqlstream.partition``, ``eqlstream.offset``.
+* **Alerts** (``EQLSTREAM_ALERTS_TOPIC``): one record per Kibana alert document (two building
+  blocks, then the shell), key = the document's ``kibana.alert.uuid``, value = the document's JSON,
+  record timestamp = the time of the sequence's last event. Indexing by key never duplicates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from app.detector import Alert, Rejection
+from app.engine.sequence import Candidate
+
+REASON_HEADER = "eqlstream.reason"
+DETAIL_HEADER = "eqlstream.detail"
+TOPIC_HEADER = "eqlstream.topic"
+PARTITION_HEADER = "eqlstream.partition"
+OFFSET_HEADER = "eqlstream.offset"
+
+
+def candidate_key(candidate: Candidate) -> bytes:
+    """The candidates-topic key: the rule id and the join key, canonical JSON."""
+    return orjson.dumps([candidate.rule_id, *candidate.key])
+
+
+def encode_candidate(candidate: Candidate, received_ns: int) -> bytes:
+    """The candidates-topic value; ``received_ns`` is when ingest read the event (for detection latency)."""
+    return orjson.dumps(
+        {
+            "rule_id": candidate.rule_id,
+            "key": list(candidate.key),
+            "stages": list(candidate.stages),
+            "timestamp_ns": candidate.timestamp_ns,
+            "event_id": candidate.event_id,
+            "source": candidate.source,
+            "origin": candidate.origin,
+            "received_ns": received_ns,
+            "event": candidate.event,
+        }
+    )
+
+
+def decode_candidate(value: bytes) -> tuple[Candidate, int]:
+    """Inverse of ``encode_candidate``: the candidate and the time ingest received it."""
+    data = orjson.loads(value)
+    candidate = Candidate(
+        rule_id=data["rule_id"],
+        key=tuple(data["key"]),
+        stages=tuple(data["stages"]),
+        timestamp_ns=data["timestamp_ns"],
+        event_id=data["event_id"],
+        event=data["event"],
+        source=data["source"],
+        origin=data["origin"],
+    )
+    return candidate, data["received_ns"]
+
+
+def dead_letter_headers(rejection: Rejection, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
+    """Headers that say why and where from, next to the untouched original bytes."""
+    return [
+        (REASON_HEADER, rejection.reason.encode()),
+        (DETAIL_HEADER, rejection.detail[:1000].encode()),
+        (TOPIC_HEADER, topic.encode()),
+        (PARTITION_HEADER, str(partition).encode()),
+        (OFFSET_HEADER, str(offset).encode()),
+    ]
+
+
+def alert_records(alert: Alert) -> list[tuple[bytes, bytes]]:
+    """(key, value) of the alert's documents, building blocks first and the shell last."""
+    return [(doc["kibana.alert.uuid"].encode(), orjson.dumps(doc)) for doc in alert.documents]
+
+
+def alert_timestamp_ms(alert: Alert) -> int:
+    """The record timestamp of an alert: when its last event happened."""
+    return alert.match.events[-1].timestamp_ns // 1_000_000
+
+
+def header_map(headers: list[tuple[str, bytes]] | None) -> dict[str, Any]:
+    """Headers as a dict of strings (for readers of the dead-letter topic)."""
+    return {name: value.decode() for name, value in headers or []}

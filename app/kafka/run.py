@@ -1,0 +1,70 @@
+"""``python -m app run``: the streaming service.
+
+Both stages run in one process by default (the ingest loop in a thread, the Faust worker in the
+main thread). For more throughput run them as separate deployments (``--role ingest`` and
+``--role sequence``): the ingest stage is CPU-bound Python and scales with processes, not threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Literal
+
+import faust
+
+from app.kafka.admin import ensure_topics
+from app.kafka.ingest import IngestStage
+from app.kafka.sequence import SequenceService
+from app.rule.compiler import CompiledRule
+from app.settings import Settings
+
+log = logging.getLogger("eqlstream")
+
+Role = Literal["all", "ingest", "sequence"]
+
+
+def owned_topics(settings: Settings, service: SequenceService) -> dict[str, int]:
+    """The topics the service owns and their partition counts.
+
+    The state changelog must have as many partitions as the candidates topic (Faust stops with
+    PartitionsMismatch otherwise); alerts and dead letters get the same count for parallel readers.
+    """
+    partitions = settings.candidates_partitions
+    return {
+        settings.candidates_topic: partitions,
+        service.changelog_topic: partitions,
+        service.leader_topic: 1,
+        settings.alerts_topic: partitions,
+        settings.dead_letter_topic: partitions,
+    }
+
+
+def run(settings: Settings, rules: list[CompiledRule], role: Role = "all") -> None:
+    """Run until SIGTERM/SIGINT."""
+    service = SequenceService(settings, rules)
+    ensure_topics(settings, owned_topics(settings, service))
+    stop = threading.Event()
+    if role == "ingest":
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        IngestStage(settings, rules).run(stop)
+        return
+    ingest = None
+    if role == "all":
+        stage = IngestStage(settings, rules)
+        ingest = threading.Thread(target=stage.run, args=(stop,), name="ingest", daemon=True)
+        ingest.start()
+    try:
+        worker = faust.Worker(service.app, loglevel=_faust_level(settings.log_level), quiet=True)
+        worker.execute_from_commandline()
+    finally:
+        stop.set()
+        if ingest is not None:
+            ingest.join(timeout=30)
+
+
+def _faust_level(level: str) -> str:
+    """Faust's worker spells the levels crit/error/warn/info/debug."""
+    return {"CRITICAL": "crit", "WARNING": "warn"}.get(level.upper(), level.lower())

@@ -28,7 +28,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from app.detector import CandidateExtractor, Rejection
 from app.engine.sequence import Candidate
 from app.kafka.config import client_config, redacted
-from app.kafka.records import candidate_key, dead_letter_headers, encode_candidate
+from app.kafka.records import candidate_key, dead_letter, encode_candidate
 from app.rule.compiler import CompiledRule
 from app.settings import Settings
 from app.timeparse import NS_PER_MS, parse_duration
@@ -231,8 +231,8 @@ class IngestStage:
         )
 
     def _dead_letter(self, rejection: Rejection, source: Message) -> _Outgoing:
-        headers = dead_letter_headers(rejection, source.topic(), source.partition(), source.offset())
-        return _Outgoing(self.settings.dead_letter_topic, source.key(), rejection.raw, 0, headers)
+        value, headers = dead_letter(rejection, source.topic(), source.partition(), source.offset())
+        return _Outgoing(self.settings.dead_letter_topic, source.key(), value, 0, headers)
 
     def _deliver(self, outgoing: list[_Outgoing]) -> None:
         """Produce the records until all are acknowledged, in up to ``PRODUCE_ATTEMPTS`` attempts.

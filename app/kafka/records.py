@@ -6,7 +6,9 @@
   timestamp = the event's ``@timestamp``.
 * **Dead letters** (``EQLSTREAM_DEAD_LETTER_TOPIC``): value = the original bytes, unchanged; key = the
   original key; headers ``eqlstream.reason`` (a stable label), ``eqlstream.detail`` (a sentence),
-  ``eqlstream.topic``, ``eqlstream.partition``, ``eqlstream.offset``.
+  ``eqlstream.topic``, ``eqlstream.partition``, ``eqlstream.offset``. A record longer than
+  ``DEAD_LETTER_MAX_BYTES`` is cut to that length (Kafka's default limit is 1 MB, and a dead letter
+  that cannot be written would stall the ingest stage); ``eqlstream.original_size`` then says so.
 * **Alerts** (``EQLSTREAM_ALERTS_TOPIC``): one record per Kibana alert document (two building
   blocks, then the shell), key = the document's ``kibana.alert.uuid``, value = the document's JSON,
   record timestamp = the time of the sequence's last event. Indexing by key never duplicates.
@@ -26,6 +28,8 @@ DETAIL_HEADER = "eqlstream.detail"
 TOPIC_HEADER = "eqlstream.topic"
 PARTITION_HEADER = "eqlstream.partition"
 OFFSET_HEADER = "eqlstream.offset"
+ORIGINAL_SIZE_HEADER = "eqlstream.original_size"
+DEAD_LETTER_MAX_BYTES = 512 * 1024
 
 
 def candidate_key(candidate: Candidate) -> bytes:
@@ -66,15 +70,20 @@ def decode_candidate(value: bytes) -> tuple[Candidate, int]:
     return candidate, data["received_ns"]
 
 
-def dead_letter_headers(rejection: Rejection, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
-    """Headers that say why and where from, next to the untouched original bytes."""
-    return [
+def dead_letter(rejection: Rejection, topic: str, partition: int, offset: int) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """The dead-letter value (the original bytes, cut if huge) and headers that say why and where from."""
+    headers = [
         (REASON_HEADER, rejection.reason.encode()),
         (DETAIL_HEADER, rejection.detail[:1000].encode()),
         (TOPIC_HEADER, topic.encode()),
         (PARTITION_HEADER, str(partition).encode()),
         (OFFSET_HEADER, str(offset).encode()),
     ]
+    value = rejection.raw
+    if len(value) > DEAD_LETTER_MAX_BYTES:
+        headers.append((ORIGINAL_SIZE_HEADER, str(len(value)).encode()))
+        value = value[:DEAD_LETTER_MAX_BYTES]
+    return value, headers
 
 
 def alert_records(alert: Alert) -> list[tuple[bytes, bytes]]:

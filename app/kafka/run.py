@@ -44,7 +44,7 @@ def owned_topics(settings: Settings, service: SequenceService) -> dict[str, int]
 def run(settings: Settings, rules: list[CompiledRule], role: Role = "all") -> None:
     """Run until SIGTERM/SIGINT."""
     service = SequenceService(settings, rules)
-    ensure_topics(settings, owned_topics(settings, service))
+    ensure_topics(settings, owned_topics(settings, service), exact={settings.candidates_topic, service.changelog_topic})
     stop = threading.Event()
     if role == "ingest":
         for signum in (signal.SIGTERM, signal.SIGINT):

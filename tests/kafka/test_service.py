@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -170,13 +171,19 @@ def test_a_rebalance_while_sequences_are_pending_misses_nothing(kafka_settings: 
     first_settings = service_settings(kafka_settings, tmp_path / "a")
     second_settings = service_settings(kafka_settings, tmp_path / "b")
     prepare_topics(first_settings)
-    attacks = [attack(i, host=f"h{i % 3}") for i in range(8)]
+    attacks = [attack(i, host=f"h{i % 3}") for i in range(16)]
     rng = random.Random(3)
     with worker(first_settings, "wa"):
         send(first_settings, [start for start, _ in attacks], rng)
         wait_for_state(first_settings, len(attacks))
         with worker(second_settings, "wb"):
-            time.sleep(10)  # the group rebalances: some partitions and their state move to the new worker
-            send(first_settings, [inbound for _, inbound in attacks], rng)
+            # Half the completing events flow while the group rebalances (partitions and their state
+            # move to the new worker), the rest once it has settled.
+            send(first_settings, [inbound for _, inbound in attacks[:4]], rng)
+            time.sleep(12)
+            send(first_settings, [inbound for _, inbound in attacks[4:]], rng)
             ids = shell_ids(first_settings, len(attacks))
     assert set(ids) == replay_ids([e for pair in attacks for e in pair])
+    # The new worker did take over partitions with pending state the first one had written.
+    restored = re.findall(r"partition ready partition=\d+ restored_keys=(\d+)", (tmp_path / "wb.log").read_text())
+    assert any(int(count) > 0 for count in restored)

@@ -26,12 +26,14 @@ import pytest
 from app import synthetic
 from app.detector import CandidateExtractor, SequenceStage
 from app.kafka.admin import ensure_topics
+from app.kafka.records import header_map
 from app.kafka.run import owned_topics
 from app.kafka.sequence import SequenceService
 from app.rule import load_rules
 from app.settings import Settings
 from app.timeparse import format_timestamp
 from tests.kafka.helpers import produce, read_topic
+from tests.test_schemas import ALERT, DEAD_LETTER
 
 RULES = load_rules()
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,13 +73,15 @@ def prepare_topics(settings: Settings) -> None:
 
 
 def shell_ids(settings: Settings, expected: int, timeout: float = 90.0) -> list[str]:
-    """Ids of the shell alerts on the alerts topic (waits for ``expected`` of them, then for quiet)."""
-    documents = read_topic(settings.kafka_bootstrap_servers, settings.alerts_topic, PARTITIONS, 3 * expected, timeout)
-    return [
-        d["kibana.alert.uuid"]
-        for d in map(lambda m: orjson.loads(m.value()), documents)
-        if d["kibana.alert.depth"] == 2
-    ]
+    """Ids of the shell alerts on the alerts topic (waits for ``expected`` of them, then for quiet).
+
+    Every document read must validate against schemas/alert.schema.json.
+    """
+    messages = read_topic(settings.kafka_bootstrap_servers, settings.alerts_topic, PARTITIONS, 3 * expected, timeout)
+    documents = [orjson.loads(m.value()) for m in messages]
+    for document in documents:
+        ALERT.validate(document)
+    return [d["kibana.alert.uuid"] for d in documents if d["kibana.alert.depth"] == 2]
 
 
 def replay_ids(events: list[dict]) -> set[str]:
@@ -140,6 +144,8 @@ def test_stream_gives_the_replay_alerts_and_dead_letters_bad_records(kafka_setti
         letters = read_topic(settings.kafka_bootstrap_servers, settings.dead_letter_topic, PARTITIONS, len(bad))
     assert sorted(m.value() for m in letters) == sorted(bad)
     assert {dict(m.headers())["eqlstream.reason"] for m in letters} == {b"invalid_json", b"not_an_object"}
+    for letter in letters:
+        DEAD_LETTER.validate(header_map(letter.headers()))
 
 
 @pytest.mark.timeout(300)

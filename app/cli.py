@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import orjson
 from pydantic import ValidationError
 
+from app.alerts import bulk
 from app.alerts.summary import summary_line
 from app.detector import Alert
 from app.replay import UnreadableInput, replay
@@ -51,14 +52,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--role",
         choices=("all", "ingest", "sequence"),
-        default="all",
-        help="all (default): both stages in one process; ingest or sequence: one stage, to scale them apart",
+        help="all (default, EQLSTREAM_ROLE): both stages in one process; ingest or sequence: one stage, "
+        "to scale them apart",
     )
     run.add_argument("--rule", help="rule file or directory (default: EQLSTREAM_RULE_PATH or the bundled v4 rule)")
     commands.add_parser(
         "demo",
         help="start an embedded broker and the service, stream a scenario with two attacks, print the alerts",
     )
+    bulk.add_parser(commands)
     return parser
 
 
@@ -69,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from app.demo import main as demo  # the demo needs the development broker (a dev dependency)
 
         return demo()
+    if args.command == "load-alerts":
+        return bulk.run_cli(args)  # needs neither settings nor rules
     overrides = {
         name: value
         for name, value in (
@@ -76,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("allowed_lateness", getattr(args, "allowed_lateness", None)),
             ("order_tolerance", getattr(args, "order_tolerance", None)),
             ("host_id_fallback", getattr(args, "host_id_fallback", None)),
+            ("role", getattr(args, "role", None)),
         )
         if value is not None
     }
@@ -95,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from app.kafka.run import run  # imported here: replay needs neither Kafka client nor Faust
 
         logging.getLogger().handlers[0].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-        run(settings, rules, args.role)
+        run(settings, rules)
         return 0
     out = sys.stdout.buffer
 

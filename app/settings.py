@@ -74,7 +74,21 @@ class Settings(BaseSettings):
     kafka_ssl_certificate_location: str = Field("", description="Client certificate file (PEM) for mutual TLS.")
     kafka_ssl_key_location: str = Field("", description="Client private key file (PEM) for mutual TLS.")
     kafka_ssl_key_password: SecretStr = Field(SecretStr(""), description="Password of the client key, if any.")
-    web_port: int = Field(6066, ge=1, le=65535, description="Port of the health and metrics endpoints.")
+    role: Literal["all", "ingest", "sequence"] = Field(
+        "all", description="Stages this process runs: all, or one of ingest and sequence to scale them apart."
+    )
+    web_host: str = Field("0.0.0.0", description="Address the health and metrics endpoints listen on.")
+    web_port: int = Field(
+        6066, ge=0, le=65535, description="Port of /metrics, /livez and /readyz (0 = a free port, logged at start)."
+    )
+    stall_timeout: str = Field(
+        "120s", description="/livez fails when a stage's loop has not turned for this long (a stuck process)."
+    )
+    max_record_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Input records larger than this go to the dead-letter topic unparsed (reason record_too_large).",
+    )
     standby_replicas: int = Field(1, ge=0, description="Standby copies of each state partition on other workers.")
     rocksdb_block_cache: int = Field(
         16 * 1024 * 1024, ge=0, description="RocksDB block cache per state partition, bytes (Faust's default is 2 GiB)."
@@ -93,7 +107,7 @@ class Settings(BaseSettings):
         "reports wrong end offsets after multi-record batches. Keep false for Apache Kafka.",
     )
 
-    @field_validator("allowed_lateness", "order_tolerance", "session_timeout")
+    @field_validator("allowed_lateness", "order_tolerance", "session_timeout", "stall_timeout")
     @classmethod
     def _is_duration(cls, value: str) -> str:
         parse_duration(value)

@@ -25,18 +25,22 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from app import metrics
 from app.detector import CandidateExtractor, Rejection
 from app.engine.sequence import Candidate
 from app.kafka.config import client_config, redacted
 from app.kafka.records import candidate_key, dead_letter, encode_candidate
 from app.rule.compiler import CompiledRule
 from app.settings import Settings
-from app.timeparse import NS_PER_MS, parse_duration
+from app.timeparse import NS_PER_MS, NS_PER_S, parse_duration
+from app.web import Health
 
 log = logging.getLogger("eqlstream.ingest")
 
 BATCH_SIZE = 5_000  # records per consume(): large enough for one prefilter scan to pay off
 POLL_TIMEOUT_S = 0.1  # consume() waits this long for a full batch: it bounds the latency added at low rates
+LAG_INTERVAL_S = 5.0  # how often the consumer lag gauge is refreshed (it asks librdkafka per partition)
+STAGE = "ingest"
 PRODUCE_ATTEMPTS = 3
 RETRY_BACKOFF_S = 1.0  # doubled after each failed attempt
 DELIVERY_TIMEOUT_MS = 30_000  # librdkafka retries a record internally for this long before reporting failure
@@ -86,11 +90,21 @@ class IngestStage:
     context manager).
     """
 
-    def __init__(self, settings: Settings, rules: list[CompiledRule], batch_size: int = BATCH_SIZE) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        rules: list[CompiledRule],
+        batch_size: int = BATCH_SIZE,
+        health: Health | None = None,
+    ) -> None:
         self.settings = settings
         self.batch_size = batch_size
         self.extractor = CandidateExtractor(rules, settings)
         self.stats = IngestStats()
+        self.health = health if health is not None else Health(parse_duration(settings.stall_timeout) / NS_PER_S)
+        self.health.register(STAGE)
+        self._rule_names = {rule.meta.rule_id: rule.meta.name for rule in rules}
+        self._lag_due = 0.0
         base = client_config(settings)
         session_ms = parse_duration(settings.session_timeout) // NS_PER_MS
         consumer_config: dict[str, object] = {
@@ -124,9 +138,7 @@ class IngestStage:
             subscription = [pattern if pattern.startswith("^") else f"^{pattern}"]  # librdkafka: ^ marks a regex
         else:
             subscription = [topic.strip() for topic in settings.input_topics.split(",") if topic.strip()]
-        self._consumer.subscribe(
-            subscription, on_assign=_log_assignment("assigned"), on_revoke=_log_assignment("revoked")
-        )
+        self._consumer.subscribe(subscription, on_assign=self._on_assign, on_revoke=_log_assignment("revoked"))
         log.info(
             "ingest stage subscribed topics=%s group=%s candidates_topic=%s dead_letter_topic=%s config=%s",
             ",".join(subscription),
@@ -141,6 +153,10 @@ class IngestStage:
         try:
             while not stop.is_set():
                 self.poll_once(POLL_TIMEOUT_S)
+                self.health.beat(STAGE)
+                if time.monotonic() >= self._lag_due:
+                    self._lag_due = time.monotonic() + LAG_INTERVAL_S
+                    self.report_lag()
         finally:
             self.close()
 
@@ -151,24 +167,40 @@ class IngestStage:
         not be produced (its offsets are then not committed).
         """
         messages = self._consumer.consume(num_messages=self.batch_size, timeout=timeout)
+        started = time.perf_counter()
         received_ns = time.time_ns()
         records = [message for message in messages if not self._is_error(message)]
         if not records:
             return 0
+        no_join_key = self.extractor.stats.no_join_key
         values = [message.value() or b"" for message in records]
         origins = [f"{message.topic()}/{message.partition()}" for message in records]
         outgoing: list[_Outgoing] = []
         dead: list[tuple[Rejection, Message]] = []
-        candidates = 0
+        found_by_rule: Counter[str] = Counter()
         for index, (found, rejections) in self.extractor.extract_many(values, origins):
             source = records[index]
             outgoing += [self._candidate(candidate, received_ns) for candidate in found]
             outgoing += [self._dead_letter(rejection, source) for rejection in rejections]
             dead += [(rejection, source) for rejection in rejections]
-            candidates += len(found)
+            found_by_rule.update(candidate.rule_id for candidate in found)
+            for candidate in found:
+                metrics.EVENT_TIME_LAG.labels(STAGE).observe((received_ns - candidate.timestamp_ns) / NS_PER_S)
         if outgoing:
             self._deliver(outgoing)
         self._commit(records)
+        self._count(records, found_by_rule, dead, self.extractor.stats.no_join_key - no_join_key)
+        metrics.INGEST_BATCH_DURATION.observe(time.perf_counter() - started)
+        return len(records)
+
+    def _count(
+        self,
+        records: list[Message],
+        found_by_rule: Counter[str],
+        dead: list[tuple[Rejection, Message]],
+        no_join_key: int,
+    ) -> None:
+        """Stats and metrics of a committed batch; one log line per dead letter (they are rare)."""
         for rejection, source in dead:
             log.info(
                 "dead letter reason=%s topic=%s partition=%d offset=%d",
@@ -178,11 +210,35 @@ class IngestStage:
                 source.offset(),
             )
             self.stats.rejected[rejection.reason] += 1
+            metrics.EVENTS_REJECTED.labels(STAGE, rejection.reason).inc()
         self.stats.records += len(records)
         self.stats.batches += 1
-        self.stats.candidates += candidates
+        self.stats.candidates += sum(found_by_rule.values())
         self.stats.dead_letters += len(dead)
-        return len(records)
+        for topic, count in Counter(message.topic() for message in records).items():
+            metrics.EVENTS_CONSUMED.labels(topic).inc(count)
+        for rule_id, count in found_by_rule.items():
+            metrics.CANDIDATES.labels(self._rule_names[rule_id]).inc(count)
+        if dead:
+            metrics.DEAD_LETTERS.labels(STAGE).inc(len(dead))
+        if no_join_key:
+            metrics.WITHOUT_JOIN_KEY.inc(no_join_key)
+        metrics.LAST_PROCESSED.labels(STAGE).set(time.time())
+
+    def report_lag(self) -> None:
+        """Set the consumer lag gauge from the high watermarks librdkafka saw in its last fetches."""
+        lag: Counter[str] = Counter()
+        try:
+            assigned = self._consumer.assignment()
+            for position in self._consumer.position(assigned):
+                _low, high = self._consumer.get_watermark_offsets(position, cached=True)
+                # Before the first fetch of a partition its position is unknown (negative): counted as 0.
+                lag[position.topic] += max(high - position.offset, 0) if position.offset >= 0 and high >= 0 else 0
+        except KafkaException as exc:
+            log.debug("consumer lag unavailable error=%s", exc)
+            return
+        for topic, records in lag.items():
+            metrics.CONSUMER_LAG.labels(STAGE, topic).set(records)
 
     def close(self) -> None:
         """Leave the consumer group and flush the producer (idempotent)."""
@@ -216,6 +272,7 @@ class IngestStage:
             raise IngestError(f"fatal consumer error: {error.str()} ({error.name()})")
         if error.code() != KafkaError._PARTITION_EOF:
             self.stats.consumer_errors += 1
+            metrics.CONSUMER_ERRORS.labels(STAGE).inc()
             log.warning(
                 "consumer error error=%s topic=%s partition=%s", error.name(), message.topic(), message.partition()
             )
@@ -246,6 +303,7 @@ class IngestStage:
             if not errors:
                 return
             self.stats.produce_errors += len(errors)
+            metrics.PRODUCE_ERRORS.labels(STAGE).inc(len(errors))
             log.warning(
                 "produce failed attempt=%d/%d records=%d errors=%d error=%s",
                 attempt,
@@ -315,11 +373,19 @@ class IngestStage:
         where = _names(offsets)
         if error.code() in _REBALANCE_ERRORS:
             self.stats.commit_errors += 1
+            metrics.CONSUMER_ERRORS.labels(STAGE).inc()
             log.warning(
                 "commit lost to a rebalance, the batch will be read again error=%s partitions=%s", error.name(), where
             )
             return
         raise IngestError(f"cannot commit offsets of {where}: {_describe(error)}")
+
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """The group gave this member its partitions (possibly none, with more members than partitions)."""
+        log.info("partitions assigned count=%d partitions=%s", len(partitions), _names(partitions))
+        metrics.REBALANCES.labels(STAGE).inc()
+        self.health.set_ready(STAGE, True)
 
 
 def _describe(error: KafkaError) -> str:

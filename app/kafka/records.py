@@ -54,9 +54,46 @@ def encode_candidate(candidate: Candidate, received_ns: int) -> bytes:
     )
 
 
+class InvalidCandidate(ValueError):
+    """A record on the candidates topic that is not a candidate this service wrote."""
+
+
+# The candidate fields and their JSON types; bool is excluded from int on purpose (True is an int in Python).
+_CANDIDATE_FIELDS: dict[str, type] = {
+    "rule_id": str,
+    "key": list,
+    "stages": list,
+    "timestamp_ns": int,
+    "event_id": str,
+    "event": dict,
+    "source": str,
+    "origin": str,
+    "received_ns": int,
+}
+
+
+_JSON_NAMES = {str: "string", list: "array", int: "integer", dict: "object"}
+
+
 def decode_candidate(value: bytes) -> tuple[Candidate, int]:
-    """Inverse of ``encode_candidate``: the candidate and the time ingest received it."""
-    data = orjson.loads(value)
+    """Inverse of ``encode_candidate``: the candidate and the time ingest received it.
+
+    Raises ``InvalidCandidate`` for anything else (another producer on the topic, a corrupt
+    record): the engine must never see a wrongly typed field.
+    """
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidCandidate(f"not JSON ({exc})") from None
+    if type(data) is not dict:
+        raise InvalidCandidate(f"a JSON {type(data).__name__}, not an object")
+    for name, kind in _CANDIDATE_FIELDS.items():
+        if type(data.get(name)) is not kind:
+            raise InvalidCandidate(f"{name} is missing or not a JSON {_JSON_NAMES[kind]}")
+    if not all(type(part) is str for part in data["key"]):
+        raise InvalidCandidate("key holds a value that is not a string")
+    if not data["stages"] or not all(type(stage) is int and stage >= 0 for stage in data["stages"]):
+        raise InvalidCandidate("stages is not a list of stage numbers")
     candidate = Candidate(
         rule_id=data["rule_id"],
         key=tuple(data["key"]),

@@ -15,26 +15,54 @@ shape it (faust-streaming 0.15):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import faust
 import orjson
 from aiokafka.helpers import create_ssl_context
 
-from app.detector import Alert, SequenceStage
+from app import metrics
+from app.detector import Alert, Rejection, SequenceStage
+from app.engine.sequence import Candidate, EngineStats
 from app.engine.state import KeyState
-from app.kafka.records import alert_records, alert_timestamp_ms, decode_candidate
+from app.kafka.records import InvalidCandidate, alert_records, alert_timestamp_ms, dead_letter, decode_candidate
 from app.rule.compiler import CompiledRule
 from app.settings import Settings
 from app.timeparse import NS_PER_S, parse_duration
+from app.web import Health
 
 log = logging.getLogger("eqlstream.sequence")
 
 STATE_TABLE = "sequence-state"
+STAGE = "sequence"
+HEALTH_INTERVAL_S = 1.0  # the health timer's period: heartbeat, readiness, consumer lag
+STATE_DIR_CHECK_S = 10.0  # how often the state directory is checked for writes (a probe file)
+
+
+def state_dir_problem(path: Path) -> str | None:
+    """Why RocksDB could not write under ``path`` (unwritable, full, not a directory), or None.
+
+    RocksDB's own write errors surface late and deep inside Faust; a probe write with fsync
+    finds the same conditions early and names them, so readiness can say what is wrong.
+    """
+    probe = path / ".eqlstream-write-probe"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as file:
+            file.write(b"\0" * 4096)
+            file.flush()
+            os.fsync(file.fileno())
+        probe.unlink()
+    except OSError as exc:
+        return f"state directory {str(path)!r} is not writable: {exc.strerror or exc}"
+    return None
 
 
 class TableStore:
@@ -109,9 +137,12 @@ def broker_credentials(settings: Settings) -> Any:
 class SequenceService:
     """Builds the Faust app, its topics, table and agent for a set of rules."""
 
-    def __init__(self, settings: Settings, rules: list[CompiledRule]) -> None:
+    def __init__(self, settings: Settings, rules: list[CompiledRule], health: Health | None = None) -> None:
         self.settings = settings
         self.rules = rules
+        self.health = health if health is not None else Health(parse_duration(settings.stall_timeout) / NS_PER_S)
+        self._rule_names = {rule.meta.rule_id: rule.meta.name for rule in rules}
+        self._stage_counts = {rule.meta.rule_id: len(rule.stages) for rule in rules}
         session_s = parse_duration(settings.session_timeout) / NS_PER_S
         options: dict[str, Any] = {
             "broker": [f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
@@ -137,6 +168,7 @@ class SequenceService:
             settings.candidates_topic, key_type=bytes, value_type=bytes, partitions=settings.candidates_partitions
         )
         self.alerts = self.app.topic(settings.alerts_topic, key_type=bytes, value_type=bytes)
+        self.dead_letters = self.app.topic(settings.dead_letter_topic, key_type=bytes, value_type=bytes)
         self.table = self.app.Table(
             STATE_TABLE,
             partitions=settings.candidates_partitions,
@@ -160,14 +192,75 @@ class SequenceService:
             )
             for rule in rules
         }
-        self.bad_candidates = 0
+        # Counters of engines dropped with their partitions, so the exported totals never go down.
+        self._retired = {rule.meta.name: EngineStats() for rule in rules}
+        self._state_dir_checked = 0.0
+        self._state_dir_problem: str | None = None
         self.app.agent(self.candidates, name="sequences")(self._process)
+        self.app.timer(HEALTH_INTERVAL_S, name="health")(self._check_health)
         self.app.on_partitions_revoked.connect(self._on_revoked)
+        self.app.on_partitions_assigned.connect(self._on_assigned)
+
+    def report(self) -> None:
+        """Register the stage's health and metrics; only in a process that runs the stage."""
+        self.health.register(STAGE)
+        metrics.SEQUENCE_COLLECTOR.sources.add(self)
+
+    async def _on_assigned(self, sender: Any, assigned: set, **kwargs: Any) -> None:
+        metrics.REBALANCES.labels(STAGE).inc()
 
     async def _on_revoked(self, sender: Any, revoked: set, **kwargs: Any) -> None:
         for tp in revoked:
             if tp.topic == self.settings.candidates_topic:
-                self.stages.pop(tp.partition, None)
+                stage = self.stages.pop(tp.partition, None)
+                if stage is not None:
+                    for rule_id, engine in stage.engines.items():
+                        _add(self._retired[self._rule_names[rule_id]], engine.stats)
+
+    async def _check_health(self) -> None:
+        """Heartbeat, readiness and consumer lag, once a second on the worker's event loop."""
+        self.health.beat(STAGE)
+        if time.monotonic() - self._state_dir_checked >= STATE_DIR_CHECK_S:
+            self._state_dir_checked = time.monotonic()
+            self._state_dir_problem = state_dir_problem(self.settings.data_dir)
+        if self._state_dir_problem:
+            self.health.set_ready(STAGE, False, self._state_dir_problem)
+        elif not self.app.tables.recovery.completed.is_set():
+            self.health.set_ready(STAGE, False, "waiting for partitions and state recovery")
+        elif self.app.in_recovery:
+            self.health.set_ready(STAGE, False, "recovering state from the changelog")
+        else:
+            self.health.set_ready(STAGE, True)
+        await self._report_lag()
+
+    async def _report_lag(self) -> None:
+        consumer = self.app.consumer
+        lag = 0
+        for tp in consumer.assignment():
+            if tp.topic != self.settings.candidates_topic:
+                continue
+            position = await consumer.position(tp)
+            highwater = consumer.highwater(tp)
+            if position is not None and highwater is not None and highwater > position:
+                lag += highwater - position
+        metrics.CONSUMER_LAG.labels(STAGE, self.settings.candidates_topic).set(lag)
+
+    def engine_stats(self) -> dict[str, EngineStats]:
+        """Per rule name, the engines' counters since start (live engines plus retired ones)."""
+        totals = {name: dataclasses.replace(stats) for name, stats in self._retired.items()}
+        for stage in list(self.stages.values()):
+            for rule_id, engine in stage.engines.items():
+                _add(totals[self._rule_names[rule_id]], engine.stats)
+        return totals
+
+    def state_figures(self) -> tuple[int, int]:
+        """RocksDB's estimates of (keys, live bytes incl. memtables) over this worker's state partitions."""
+        keys = size = 0
+        for db in list(getattr(self.table.data, "_dbs", {}).values()):  # Faust internals: partition -> Rdict
+            keys += db.property_int_value("rocksdb.estimate-num-keys") or 0
+            size += db.property_int_value("rocksdb.estimate-live-data-size") or 0
+            size += db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0
+        return keys, size
 
     def _stage(self, partition: int) -> SequenceStage:
         stage = self.stages.get(partition)
@@ -181,31 +274,61 @@ class SequenceService:
 
     async def _process(self, stream: Any) -> None:
         async for event in stream.events():
+            started = time.perf_counter()
+            message = event.message
             try:
                 candidate, received_ns = decode_candidate(event.value)
-            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-                self.bad_candidates += 1
-                log.warning(
-                    "undecodable candidate partition=%d offset=%d error=%s",
-                    event.message.partition,
-                    event.message.offset,
-                    exc,
-                )
+                self._check_rule(candidate)
+            except InvalidCandidate as exc:
+                await self._reject(exc, event.key, message)
                 continue
             now = time.time_ns()
-            for alert in self._stage(event.message.partition).process(candidate, now):
+            metrics.EVENT_TIME_LAG.labels(STAGE).observe((now - candidate.timestamp_ns) / NS_PER_S)
+            for alert in self._stage(message.partition).process(candidate, now):
                 await self._emit(alert, now, received_ns)
+            metrics.SEQUENCE_EVENT_DURATION.observe(time.perf_counter() - started)
+            metrics.LAST_PROCESSED.labels(STAGE).set(time.time())
+
+    def _check_rule(self, candidate: Candidate) -> None:
+        """A candidate of a rule this worker runs, for stages the rule has (else ``InvalidCandidate``)."""
+        stages = self._stage_counts.get(candidate.rule_id)
+        if stages is None:
+            raise InvalidCandidate(f"rule_id {candidate.rule_id[:80]!r} is not a rule this worker runs")
+        if max(candidate.stages) >= stages:
+            raise InvalidCandidate(f"stages {list(candidate.stages)[:10]} beyond the rule's {stages} stages")
+
+    async def _reject(self, exc: InvalidCandidate, key: bytes | None, message: Any) -> None:
+        """A record on the candidates topic that this service did not write: a dead letter, and on."""
+        value, headers = dead_letter(
+            Rejection("invalid_candidate", str(exc), message.value), message.topic, message.partition, message.offset
+        )
+        await self.dead_letters.send(key=key, value=value, headers=headers)
+        metrics.EVENTS_REJECTED.labels(STAGE, "invalid_candidate").inc()
+        metrics.DEAD_LETTERS.labels(STAGE).inc()
+        log.warning(
+            "dead letter reason=invalid_candidate topic=%s partition=%d offset=%d detail=%s",
+            message.topic,
+            message.partition,
+            message.offset,
+            exc,
+        )
 
     async def _emit(self, alert: Alert, now_ns: int, received_ns: int) -> None:
-        if not self.caps[alert.rule.meta.rule_id].allow(now_ns):
-            log.warning("alert suppressed by the alert cap rule_id=%s alert_id=%s", alert.rule.meta.rule_id, alert.id)
+        rule = alert.rule.meta
+        if not self.caps[rule.rule_id].allow(now_ns):
+            metrics.ALERTS_SUPPRESSED.labels(rule.name).inc()
+            log.warning("alert suppressed by the alert cap rule_id=%s alert_id=%s", rule.rule_id, alert.id)
             return
         timestamp = alert_timestamp_ms(alert) / 1000
         for key, value in alert_records(alert):
             await self.alerts.send(key=key, value=value, timestamp=timestamp)
-        log.info(
-            "alert rule_id=%s alert_id=%s latency_ms=%.0f",
-            alert.rule.meta.rule_id,
-            alert.id,
-            (time.time_ns() - received_ns) / 1e6,
-        )
+        latency_s = (time.time_ns() - received_ns) / NS_PER_S
+        metrics.ALERTS_EMITTED.labels(rule.name).inc()
+        metrics.DETECTION_LATENCY.labels(rule.name).observe(latency_s)
+        log.info("alert rule_id=%s alert_id=%s latency_ms=%.0f", rule.rule_id, alert.id, latency_s * 1000)
+
+
+def _add(total: EngineStats, more: EngineStats) -> None:
+    """Add ``more``'s counters into ``total``."""
+    for name in EngineStats.__dataclass_fields__:
+        setattr(total, name, getattr(total, name) + getattr(more, name))

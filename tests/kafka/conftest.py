@@ -21,4 +21,5 @@ def kafka_settings(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> S
         alerts_topic=unique_name("alerts"),
         dead_letter_topic=unique_name("dead-letter"),
         session_timeout="6s",
+        web_port=0,  # a free port each: tests run several workers at once
     )

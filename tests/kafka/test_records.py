@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import orjson
+import pytest
+
 from app.detector import Rejection
 from app.engine.sequence import Candidate
-from app.kafka.records import DEAD_LETTER_MAX_BYTES, candidate_key, dead_letter, decode_candidate, encode_candidate
+from app.kafka.records import (
+    DEAD_LETTER_MAX_BYTES,
+    InvalidCandidate,
+    candidate_key,
+    dead_letter,
+    decode_candidate,
+    encode_candidate,
+)
 from app.kafka.sequence import AlertCap
 
 S = 1_000_000_000
@@ -15,6 +25,31 @@ def test_candidate_round_trip_and_key() -> None:
     decoded, received = decode_candidate(encode_candidate(candidate, received_ns=456))
     assert (decoded, received) == (candidate, 456)
     assert candidate_key(candidate) == b'["rule","h1","{GUID}"]'
+
+
+GOOD = orjson.loads(encode_candidate(Candidate("r", ("h1", "e1"), (0,), 5, "ev", {}, "h1", "t/0"), received_ns=7))
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (b"not json", "not JSON"),
+        (b"[]", "a JSON list, not an object"),
+        (orjson.dumps({**GOOD, "timestamp_ns": "5"}), "timestamp_ns is missing or not a JSON integer"),
+        (orjson.dumps({**GOOD, "timestamp_ns": True}), "timestamp_ns is missing or not a JSON integer"),
+        (orjson.dumps({**GOOD, "timestamp_ns": 1.5}), "timestamp_ns is missing or not a JSON integer"),
+        (orjson.dumps({k: v for k, v in GOOD.items() if k != "event"}), "event is missing or not a JSON object"),
+        (orjson.dumps({**GOOD, "event": []}), "event is missing or not a JSON object"),
+        (orjson.dumps({**GOOD, "key": ["h1", {"x": 1}]}), "key holds a value that is not a string"),
+        (orjson.dumps({**GOOD, "stages": []}), "stages is not a list of stage numbers"),
+        (orjson.dumps({**GOOD, "stages": [-1]}), "stages is not a list of stage numbers"),
+        (orjson.dumps({**GOOD, "received_ns": None}), "received_ns is missing or not a JSON integer"),
+    ],
+)
+def test_anything_but_a_candidate_is_refused_with_the_reason(value: bytes, problem: str) -> None:
+    """The engine must never see a wrongly typed field, whoever wrote to the candidates topic."""
+    with pytest.raises(InvalidCandidate, match=problem):
+        decode_candidate(value)
 
 
 def test_dead_letter_keeps_the_original_bytes_and_says_why() -> None:

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup test demo bench clean
+.PHONY: setup tools test demo bench clean
 
 setup: $(STAMP)
 
@@ -15,7 +15,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-test: setup
+# The deployment checkers the tests run (helm, hadolint, kubernetes-validate, promtool, prometheus,
+# stunnel, CRD validators), pinned, into .tools/; quick when already there.
+tools:
+	bash scripts/install-tools.sh
+
+test: setup tools
 	$(BIN)/ruff check app tests bench
 	$(BIN)/python -m pytest
 
@@ -26,4 +31,4 @@ bench: setup
 	$(BIN)/python -m bench.replay_throughput
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .tools .pytest_cache .hypothesis build *.egg-info

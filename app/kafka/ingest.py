@@ -103,7 +103,12 @@ class IngestStage:
         self.stats = IngestStats()
         self.health = health if health is not None else Health(parse_duration(settings.stall_timeout) / NS_PER_S)
         self.health.register(STAGE)
+        self.health.set_ready(STAGE, False, "waiting for the consumer group to assign the input partitions")
         self._rule_names = {rule.meta.rule_id: rule.meta.name for rule in rules}
+        for name in self._rule_names.values():  # series exist from the start: dashboards show 0, not "no data"
+            metrics.CANDIDATES.labels(name)
+        for counter in (metrics.PRODUCE_ERRORS, metrics.CONSUMER_ERRORS, metrics.DEAD_LETTERS):
+            counter.labels(STAGE)
         self._lag_due = 0.0
         base = client_config(settings)
         session_ms = parse_duration(settings.session_timeout) // NS_PER_MS
@@ -115,6 +120,9 @@ class IngestStage:
             "session.timeout.ms": session_ms,
             # Frequent heartbeats make a group form faster after a (re)join; Kafka asks for <= 1/3 of the session.
             "heartbeat.interval.ms": max(session_ms // 10, 500),
+            # Input topics created after the start (or new ones matching a pattern) are found within 30 s,
+            # not librdkafka's default 5 minutes.
+            "topic.metadata.refresh.interval.ms": 30_000,
             "logger": log,
         }
         if settings.instance_id:

@@ -205,6 +205,10 @@ class SequenceService:
         """Register the stage's health and metrics; only in a process that runs the stage."""
         self.health.register(STAGE)
         metrics.SEQUENCE_COLLECTOR.sources.add(self)
+        for name in self._rule_names.values():  # series exist from the start: dashboards show 0, not "no data"
+            metrics.ALERTS_EMITTED.labels(name)
+            metrics.ALERTS_SUPPRESSED.labels(name)
+        metrics.DEAD_LETTERS.labels(STAGE)
 
     async def _on_assigned(self, sender: Any, assigned: set, **kwargs: Any) -> None:
         metrics.REBALANCES.labels(STAGE).inc()

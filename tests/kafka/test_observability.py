@@ -3,7 +3,7 @@
 A worker (``python -m app run``) processes two attacks, noise, malformed input records and a record
 that is not a candidate on its candidates topic; its exposition must count each exactly, pass
 ``promtool check metrics``, and a Prometheus server scraping it on loopback must answer PromQL
-queries with the same figures.
+queries with the same figures and give data to every panel of the example Grafana dashboard.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app import synthetic
 from app.kafka.records import header_map
 from app.settings import Settings
+from tests.examples.test_grafana_dashboard import _grafana_substituted, expressions
 from tests.kafka.helpers import produce, read_topic
 from tests.kafka.test_service import PARTITIONS, ROOT, attack, prepare_topics, send, service_settings, shell_ids, worker
 
@@ -120,11 +121,20 @@ def test_metrics_count_what_happened_and_prometheus_scrapes_them(kafka_settings:
         check = subprocess.run([tool("promtool"), "check", "metrics"], input=exposition, capture_output=True)
         assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
 
-        with prometheus_scraping(port, tmp_path) as query:
+        with prometheus_scraping(port, tmp_path) as prometheus:
             consumed = f'eqlstream_events_consumed_total{{topic="{settings.input_topics}"}}'
-            assert wait_for(lambda: query(consumed) == len(records), 60, "Prometheus to scrape the counter")
-            assert query("sum(eqlstream_alerts_emitted_total)") == len(attacks)
-            assert query("min(eqlstream_ready)") == 1
+            assert wait_for(lambda: prometheus.value(consumed) == len(records), 60, "Prometheus to scrape the counter")
+            assert prometheus.value("sum(eqlstream_alerts_emitted_total)") == len(attacks)
+            assert prometheus.value("min(eqlstream_ready)") == 1
+
+            # Every query of the Grafana dashboard shows data from the live service (rates need two scrapes).
+            def empty_panels() -> list[str]:
+                return [title for title, expr in expressions() if not prometheus.results(_grafana_substituted(expr))]
+
+            try:
+                wait_for(lambda: not empty_panels(), 30, "data in every dashboard panel")
+            except AssertionError:
+                raise AssertionError(f"dashboard panels without data: {empty_panels()}") from None
 
     dead = read_topic(settings.kafka_bootstrap_servers, settings.dead_letter_topic, PARTITIONS, 3)
     reasons = sorted(header_map(m.headers())["eqlstream.reason"] for m in dead)
@@ -144,7 +154,7 @@ class prometheus_scraping:  # noqa: N801 - used as a context manager like a func
         }
         (self.directory / "prometheus.yml").write_bytes(orjson.dumps(config))  # JSON is YAML
 
-    def __enter__(self):  # noqa: ANN204
+    def __enter__(self) -> prometheus_scraping:
         self.log = open(self.directory / "prometheus.log", "wb")  # noqa: SIM115 - closed in __exit__
         self.process = subprocess.Popen(
             [
@@ -156,15 +166,17 @@ class prometheus_scraping:  # noqa: N801 - used as a context manager like a func
             stdout=self.log,
             stderr=self.log,
         )
-        return self.query
+        return self
 
-    def query(self, promql: str) -> float | None:
-        """The single value of an instant query, or None while there is none."""
+    def results(self, promql: str) -> list[dict]:
+        """The series an instant query returns (none while Prometheus is starting or on an error)."""
         url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
         status, body = http_get(url)
-        if status != 200:
-            return None
-        result = orjson.loads(body)["data"]["result"]
+        return orjson.loads(body)["data"]["result"] if status == 200 else []
+
+    def value(self, promql: str) -> float | None:
+        """The single value of an instant query, or None while there is none."""
+        result = self.results(promql)
         return float(result[0]["value"][1]) if len(result) == 1 else None
 
     def __exit__(self, *exc_info: object) -> None:

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup tools test demo bench clean
+.PHONY: setup tools test demo bench fuzz clean
 
 setup: $(STAMP)
 
@@ -30,5 +30,11 @@ demo: setup
 bench: setup
 	$(BIN)/python -m bench.replay_throughput
 
+# Longer fuzzing than CI's: 5,000 hypothesis examples per property, then 10 minutes of atheris.
+fuzz: setup
+	EQLSTREAM_FUZZ_EXAMPLES=5000 $(BIN)/python -m pytest -q tests/fuzz
+	mkdir -p .fuzz/corpus
+	$(BIN)/python -m tests.fuzz.atheris_extractor -max_total_time=600 -max_len=8192 -artifact_prefix=.fuzz/ .fuzz/corpus
+
 clean:
-	rm -rf $(VENV) .tools .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .tools .fuzz .pytest_cache .hypothesis build *.egg-info

@@ -75,9 +75,10 @@ def parse_timestamp(value: object) -> int | None:
     if isinstance(value, int):
         return _bounded(value * NS_PER_MS)
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+        ns = value * NS_PER_MS  # infinite for milliseconds near the largest float
+        if ns != ns or ns in (float("inf"), float("-inf")):
             return None
-        return _bounded(round(value * NS_PER_MS))
+        return _bounded(round(ns))
     if not isinstance(value, str) or len(value) > 64:
         return None
     match = _ISO_RE.match(value)

@@ -136,6 +136,8 @@ class IngestStage:
             "linger.ms": 5,
             "compression.type": "lz4",
             "message.timeout.ms": DELIVERY_TIMEOUT_MS,
+            # A candidate holds at most max_record_bytes (the extractor refuses bigger events).
+            "message.max.bytes": max(settings.max_record_bytes, 1_000_000),
             "logger": log,
         }
         self._consumer = Consumer(consumer_config)

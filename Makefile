@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup tools test demo bench fuzz clean
+.PHONY: setup tools test demo bench bench-quick fuzz reliability clean
 
 setup: $(STAMP)
 
@@ -27,8 +27,17 @@ test: setup tools
 demo: setup
 	$(BIN)/python -m app demo
 
+# Every measurement of bench/RESULTS.md in one run (~15 min); bench-quick is the small smoke run CI does.
 bench: setup
-	$(BIN)/python -m bench.replay_throughput
+	$(BIN)/python -m bench
+
+bench-quick: setup
+	$(BIN)/python -m bench --quick
+
+# The fault tests in full mode (5 kill -9 loops, 30 s broker outages); rewrites the figures in
+# docs/RELIABILITY.md. CI runs the same tests in quick mode.
+reliability: setup tools
+	EQLSTREAM_RELIABILITY_FULL=1 $(BIN)/python -m pytest tests/reliability -v
 
 # Longer fuzzing than CI's: 5,000 hypothesis examples per property, then 10 minutes of atheris.
 fuzz: setup

@@ -55,6 +55,7 @@ def main() -> int:
             data_dir=data_dir,
             session_timeout="6s",
             single_record_batches=True,
+            fetch_max_wait="20ms",  # the embedded broker waits out the whole fetch wait on quiet topics
         )
         # The alerts topic too: the demo's reader subscribes to it before the service has started.
         ensure_topics(settings, dict.fromkeys([*INPUT_TOPICS.values(), settings.alerts_topic], PARTITIONS))

@@ -166,13 +166,18 @@ class CandidateExtractor:
         if records and max(map(len, records)) > limit:
             scanned = [i for i, record in enumerate(records) if len(record) <= limit]
             hits = {i for i, record in enumerate(records) if len(record) > limit}
+            kept = [records[i] for i in scanned]
         else:
             scanned = range(len(records))
             hits = set()
-        block = b"\n".join(records[i] for i in scanned)
-        starts = list(itertools.accumulate((len(records[i]) + 1 for i in scanned[:-1]), initial=0))
+            kept = records
+        block = b"\n".join(kept)
+        # The k-th scanned record starts at ends[k - 1] + k (its predecessors and their newlines). Only the
+        # few hits are mapped back, by bisection on that, so no Python code runs per record.
+        ends = list(itertools.accumulate(map(len, kept)))
+        records_after_first = range(1, len(kept))
         hits.update(
-            scanned[bisect.bisect_right(starts, line_start) - 1]
+            scanned[bisect.bisect_right(records_after_first, line_start, key=lambda k: ends[k - 1] + k)]
             for line_start, _ in self.prefilter.lines_to_check(block)
         )
         if b"" in records:  # an empty record is no line of the block: check it on its own
@@ -340,7 +345,13 @@ class Alert:
 class SequenceStage:
     """One engine per rule over a shared store; turns candidates into alerts."""
 
-    def __init__(self, rules: list[CompiledRule], settings: Settings, store: StateStore | None = None) -> None:
+    def __init__(
+        self,
+        rules: list[CompiledRule],
+        settings: Settings,
+        store: StateStore | None = None,
+        repeat_alerts: bool = False,
+    ) -> None:
         self.store = store if store is not None else MemoryStore()
         self.rules = {rule.meta.rule_id: rule for rule in rules}
         self.engines = {
@@ -353,6 +364,7 @@ class SequenceStage:
                 order_tolerance_ns=settings.order_tolerance_ns,
                 watermark=Watermark(settings.watermark_quorum),
                 max_entries_per_stage=settings.max_entries_per_stage,
+                repeat_alerts=repeat_alerts,
             )
             for rule in rules
         }

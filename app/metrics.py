@@ -135,6 +135,7 @@ class _SequenceCollector(Collector):
                 sequences.add_metric([rule, "new"], stats.sequences)
                 sequences.add_metric([rule, "revised"], stats.revised)
                 sequences.add_metric([rule, "superseded"], stats.superseded)
+                sequences.add_metric([rule, "repeated"], stats.repeated)
                 expired.add_metric([rule], stats.expired_keys)
                 evicted.add_metric([rule], stats.evicted)
             state_keys, state_bytes = source.state_figures()

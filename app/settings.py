@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     create_topics: bool = Field(True, description="Create the topics the service owns when they are missing.")
     data_dir: Path = Field(Path("data"), description="Directory of the RocksDB state.")
     session_timeout: str = Field("10s", description="Consumer group session timeout.")
+    fetch_max_wait: str = Field(
+        "500ms",
+        description="Longest a consumer's fetch waits at the broker for new records (both stages). Apache Kafka "
+        "answers as soon as records arrive, so this only paces idle polling; the development broker (Tansu) holds "
+        "a fetch on a quiet topic for the whole wait, so use 20ms with it.",
+    )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="Kafka security protocol."
     )
@@ -107,7 +113,7 @@ class Settings(BaseSettings):
         "reports wrong end offsets after multi-record batches. Keep false for Apache Kafka.",
     )
 
-    @field_validator("allowed_lateness", "order_tolerance", "session_timeout", "stall_timeout")
+    @field_validator("allowed_lateness", "order_tolerance", "session_timeout", "stall_timeout", "fetch_max_wait")
     @classmethod
     def _is_duration(cls, value: str) -> str:
         parse_duration(value)

@@ -16,7 +16,10 @@ Semantics (docs/semantics.md has the full statement and the reasons):
   cannot be taken back: if a late, different first-stage event makes Elasticsearch pair
   differently, the new sequence is emitted too (a superset of Elasticsearch's answer) and the
   earlier alert is counted as ``superseded``.
-* Re-delivered events (same event id) are ignored, so duplicates never change the alerts.
+* Re-delivered events (same event id) are one event, so duplicates never change which alerts
+  exist. With ``repeat_alerts`` (the streaming service), a re-delivered event of an alerted
+  sequence repeats that alert under the same ids (``repeated``), which closes the at-least-once gap
+  where a worker stored the state of an alert it died before sending.
 * State expires by event time: once the stream's watermark passes an entry by lateness + maxspan
   (+ order tolerance), no in-lateness event can pair with it and it is dropped. An event arriving
   even later than that is dropped too (counted as ``too_late``): what it would pair with is gone.
@@ -28,12 +31,12 @@ Semantics (docs/semantics.md has the full statement and the reasons):
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import orjson
 
+from app.engine.expiry import ExpiryIndex
 from app.engine.state import Entry, KeyState, StateStore
 from app.engine.watermark import Watermark
 from app.rule.compiler import JoinKey
@@ -73,6 +76,7 @@ class EngineStats:
     sequences: int = 0
     superseded: int = 0
     revised: int = 0
+    repeated: int = 0
     evicted: int = 0
     expired_keys: int = 0
     expired_entries: int = 0
@@ -83,6 +87,8 @@ class SequenceEngine:
     """Evaluates one rule's sequences over a ``StateStore``.
 
     ``stage_count`` and ``maxspan_ns`` come from the compiled rule; the durations are nanoseconds.
+    ``repeat_alerts`` is for drivers that store state before their alerts are acknowledged (the
+    streaming service): a re-delivered event of an alerted sequence then repeats that alert.
     ``max_entries_per_stage`` bounds what one key may hold (a flood on one key evicts its oldest
     entries of the flooded stage, counted as ``evicted``).
     """
@@ -95,14 +101,17 @@ class SequenceEngine:
     order_tolerance_ns: int = 0
     watermark: Watermark = field(default_factory=Watermark)
     max_entries_per_stage: int = 100
+    repeat_alerts: bool = False
     stats: EngineStats = field(default_factory=EngineStats)
-    _expiry: list[tuple[int, str]] = field(default_factory=list, init=False, repr=False)
+    _expiry: ExpiryIndex = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.stage_count < 2:
             raise ValueError("a sequence has at least two stages")
         # How far behind the watermark an entry can still take part in an in-lateness match.
         self.horizon_ns = self.allowed_lateness_ns + (self.maxspan_ns or 0) + self.order_tolerance_ns
+        # Every state key of this rule starts with its id (see state_key): the index leaves that out.
+        self._expiry = ExpiryIndex(prefix=orjson.dumps([self.rule_id]).decode()[:-1])
 
     def state_key(self, key: JoinKey) -> str:
         """The store key for a join key: rule-scoped, canonical JSON (values may contain any character)."""
@@ -122,10 +131,11 @@ class SequenceEngine:
             self.stats.late += 1
         skey = self.state_key(candidate.key)
         state = self.store.get(skey) or KeyState()
+        indexed = _oldest(state)
         if any(e.event_id == candidate.event_id for e in state.entries):
             self.stats.duplicates += 1
             self.expire()
-            return []
+            return self._repeat(candidate, state) if self.repeat_alerts else []
         state.entries.append(
             Entry(
                 candidate.timestamp_ns,
@@ -140,7 +150,7 @@ class SequenceEngine:
         self._bound(state, candidate.stages)
         matches = self._evaluate(candidate.key, state)
         self._prune(state, now)
-        self._save(skey, state)
+        self._save(skey, state, indexed)
         self.expire()
         return matches
 
@@ -151,36 +161,62 @@ class SequenceEngine:
             return 0
         cutoff = now - self.horizon_ns
         deleted = 0
-        while self._expiry and self._expiry[0][0] < cutoff:
-            _, skey = heapq.heappop(self._expiry)
+        for timestamp, skey in self._expiry.pop_before(cutoff):
             state = self.store.get(skey)
             if state is None:
                 continue
+            oldest = _oldest(state)
             self._prune(state, now)
-            if not self._save(skey, state):
+            # A stale record (the key's oldest entry is newer): the key's current record stays indexed.
+            if not self._save(skey, state, oldest if timestamp != oldest else None):
                 self.stats.expired_keys += 1
                 deleted += 1
         return deleted
 
     def rebuild_expiry_index(self, items: Iterable[tuple[str, KeyState]]) -> int:
-        """After a restart, index the restored state so it expires like fresh state; returns keys seen."""
+        """After a restart, index the restored state of this rule so it expires like fresh state;
+        returns the keys indexed (keys of other rules sharing the store are left to their engines)."""
         count = 0
         for skey, state in items:
-            if state.entries:
-                heapq.heappush(self._expiry, (min(e.timestamp_ns for e in state.entries), skey))
+            if state.entries and self._expiry.owns(skey):
+                self._expiry.add(_oldest(state), skey)
                 count += 1
         return count
 
     # -- internals -------------------------------------------------------------------------
 
-    def _save(self, skey: str, state: KeyState) -> bool:
-        """Store the state (and index it for expiry), or delete the key if nothing is left; True if kept."""
+    def _save(self, skey: str, state: KeyState, indexed: int | None) -> bool:
+        """Store the state, or delete the key if nothing is left; True if kept.
+
+        ``indexed`` is the oldest timestamp the expiry index already holds for the key (None: none):
+        the key is indexed again only when its oldest entry changed, so a busy key does not add a
+        record per event.
+        """
         if not state.entries:
             self.store.delete(skey)
             return False
         self.store.set(skey, state)
-        heapq.heappush(self._expiry, (min(e.timestamp_ns for e in state.entries), skey))
+        oldest = _oldest(state)
+        if oldest != indexed:
+            self._expiry.add(oldest, skey)
         return True
+
+    def _repeat(self, candidate: Candidate, state: KeyState) -> list[SequenceMatch]:
+        """The alerted sequences a re-delivered event belongs to, again, under the same ids.
+
+        Delivery is at-least-once, and a stream processor stores a key's state before the alerts
+        it produced are acknowledged: a worker that dies in between comes back with state saying
+        the sequence was alerted while the alert never left. The events are then read again, so
+        repeating an alert when one of its events is re-delivered closes that gap; readers index
+        alerts by id, so a repeat is harmless.
+        """
+        by_id = {e.event_id: e for e in state.entries}
+        repeats = []
+        for ids in state.emitted.values():
+            if candidate.event_id in ids and all(i in by_id for i in ids):
+                repeats.append(SequenceMatch(self.rule_id, candidate.key, tuple(by_id[i] for i in ids)))
+        self.stats.repeated += len(repeats)
+        return repeats
 
     def _order(self, entry: Entry, stage: int) -> int:
         return entry.timestamp_ns + (self.order_tolerance_ns if stage else 0)
@@ -256,3 +292,8 @@ class SequenceEngine:
             first_ids = {e.event_id for e in kept if 0 in e.stages}
             state.emitted = {i: ids for i, ids in state.emitted.items() if i in first_ids}
             state.superseded = [i for i in state.superseded if i in first_ids]
+
+
+def _oldest(state: KeyState) -> int | None:
+    """The timestamp of the key's oldest entry (what the expiry index is keyed by), None if empty."""
+    return min((e.timestamp_ns for e in state.entries), default=None)

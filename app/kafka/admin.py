@@ -16,7 +16,10 @@ Topics are created with the broker's default replication factor and settings.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Collection
+from concurrent.futures import Future
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -78,7 +81,7 @@ def _partition_counts(admin: AdminClient, names: list[str]) -> dict[str, int]:
     futures = admin.describe_topics(TopicCollection(names), request_timeout=ADMIN_TIMEOUT_S)
     for name, future in futures.items():
         try:
-            counts[name] = len(future.result(timeout=ADMIN_TIMEOUT_S + _ANSWER_MARGIN_S).partitions)
+            counts[name] = len(_result(admin, future).partitions)
         except TimeoutError as exc:
             raise TopicError(f"cannot describe topic {name}: no answer from the brokers") from exc
         except KafkaException as exc:
@@ -95,7 +98,7 @@ def _create(admin: AdminClient, topics: dict[str, int]) -> list[str]:
     futures = admin.create_topics(new, operation_timeout=ADMIN_TIMEOUT_S, request_timeout=ADMIN_TIMEOUT_S)
     for name, future in futures.items():
         try:
-            future.result(timeout=ADMIN_TIMEOUT_S + _ANSWER_MARGIN_S)
+            _result(admin, future)
         except TimeoutError as exc:
             raise TopicError(f"cannot create topic {name}: no answer from the brokers") from exc
         except KafkaException as exc:
@@ -112,3 +115,18 @@ def _create(admin: AdminClient, topics: dict[str, int]) -> list[str]:
             raise TopicError(f"cannot create topic {name}: {error.str()} ({error.name()}){hint}") from exc
         log.info("topic created topic=%s partitions=%d", name, topics[name])
     return raced
+
+
+def _result(admin: AdminClient, future: Future[Any]) -> Any:
+    """The answer to an admin request, polling the client while waiting (``TimeoutError`` after the margin).
+
+    librdkafka hands its log lines to the Python logger only when the client is polled: without
+    this, a wrong CA or credentials ("SSL handshake failed: ... certificate verify failed") would
+    show only as a timeout half a minute later.
+    """
+    deadline = time.monotonic() + ADMIN_TIMEOUT_S + _ANSWER_MARGIN_S
+    while not future.done():
+        if time.monotonic() >= deadline:
+            raise TimeoutError
+        admin.poll(0.2)
+    return future.result()

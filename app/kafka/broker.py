@@ -12,7 +12,13 @@ Known differences from Apache Kafka (each measured here):
   ``get_watermark_offsets``/``query_watermark_offsets`` are wrong: count records from delivery
   reports or by consuming, never from the high watermark;
 * a consumer group takes about half the session timeout to form: use a short one in tests
-  (``EQLSTREAM_SESSION_TIMEOUT=6s``).
+  (``EQLSTREAM_SESSION_TIMEOUT=6s``);
+* a static member (``EQLSTREAM_INSTANCE_ID``) that stops is never dropped from its group (Kafka drops
+  it after the session timeout), so its partitions stay assigned to nobody: tests that scale
+  workers down run them without an instance id;
+* a fetch for partitions without new records is held for the consumer's whole max wait even when
+  records arrive meanwhile (Kafka answers at once), which adds up to that wait to each hop of a
+  low-volume flow (candidates, alerts).
 """
 
 from __future__ import annotations

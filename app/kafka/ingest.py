@@ -52,6 +52,22 @@ FLUSH_TIMEOUT_S = DELIVERY_TIMEOUT_MS / 1000 + 10
 _REBALANCE_ERRORS = frozenset(
     {KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID}
 )
+# Commit failures while the brokers or the group coordinator cannot be reached (a broker restart,
+# a network cut): the batch's records are acknowledged already, so the stage carries on; its next
+# commit covers these offsets, and a restart before that re-reads them (duplicates, no loss).
+_UNREACHABLE_ERRORS = frozenset(
+    {
+        KafkaError._WAIT_COORD,
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.NETWORK_EXCEPTION,
+    }
+)
 
 
 class IngestError(RuntimeError):
@@ -120,6 +136,7 @@ class IngestStage:
             "session.timeout.ms": session_ms,
             # Frequent heartbeats make a group form faster after a (re)join; Kafka asks for <= 1/3 of the session.
             "heartbeat.interval.ms": max(session_ms // 10, 500),
+            "fetch.wait.max.ms": parse_duration(settings.fetch_max_wait) // NS_PER_MS,
             # Input topics created after the start (or new ones matching a pattern) are found within 30 s,
             # not librdkafka's default 5 minutes.
             "topic.metadata.refresh.interval.ms": 30_000,
@@ -179,12 +196,18 @@ class IngestStage:
         messages = self._consumer.consume(num_messages=self.batch_size, timeout=timeout)
         started = time.perf_counter()
         received_ns = time.time_ns()
-        records = [message for message in messages if not self._is_error(message)]
+        # Per-record Python work costs as much as the detection itself (bench/RESULTS.md, ingest profile):
+        # the common case goes through C-level map/any only.
+        records = messages
+        if any(map(Message.error, messages)):
+            records = [message for message in messages if not self._is_error(message)]
         if not records:
             return 0
         no_join_key = self.extractor.stats.no_join_key
-        values = [message.value() or b"" for message in records]
-        origins = [f"{message.topic()}/{message.partition()}" for message in records]
+        values = list(map(Message.value, records))
+        if None in values:  # a tombstone has no value
+            values = [value or b"" for value in values]
+        origins = _Origins(records)
         outgoing: list[_Outgoing] = []
         dead: list[tuple[Rejection, Message]] = []
         found_by_rule: Counter[str] = Counter()
@@ -198,7 +221,7 @@ class IngestStage:
                 metrics.EVENT_TIME_LAG.labels(STAGE).observe((received_ns - candidate.timestamp_ns) / NS_PER_S)
         if outgoing:
             self._deliver(outgoing)
-        self._commit(records)
+        self._commit()
         self._count(records, found_by_rule, dead, self.extractor.stats.no_join_key - no_join_key)
         metrics.INGEST_BATCH_DURATION.observe(time.perf_counter() - started)
         return len(records)
@@ -225,7 +248,7 @@ class IngestStage:
         self.stats.batches += 1
         self.stats.candidates += sum(found_by_rule.values())
         self.stats.dead_letters += len(dead)
-        for topic, count in Counter(message.topic() for message in records).items():
+        for topic, count in Counter(map(Message.topic, records)).items():
             metrics.EVENTS_CONSUMED.labels(topic).inc(count)
         for rule_id, count in found_by_rule.items():
             metrics.CANDIDATES.labels(self._rule_names[rule_id]).inc(count)
@@ -363,17 +386,18 @@ class IngestStage:
             except BufferError:  # the local queue is full: serve delivery reports until there is room
                 self._producer.poll(0.1)
 
-    def _commit(self, records: list[Message]) -> None:
-        """Commit, per partition, the offset after the last record of the batch (synchronously)."""
-        last: dict[tuple[str, int], int] = {}
-        for message in records:
-            position = (message.topic(), message.partition())
-            last[position] = max(last.get(position, -1), message.offset())
-        offsets = [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in last.items()]
+    def _commit(self) -> None:
+        """Commit, synchronously, the offsets after the last records consume() returned: the batch's end.
+
+        librdkafka stores each returned record's offset (enable.auto.offset.store), so committing the
+        stored offsets needs no pass over the batch's records.
+        """
         try:
-            committed = self._consumer.commit(offsets=offsets, asynchronous=False) or []
+            committed = self._consumer.commit(asynchronous=False) or []
         except KafkaException as exc:
-            self._commit_failed(exc.args[0], offsets)
+            if exc.args[0].code() == KafkaError._NO_OFFSET:  # nothing new to commit
+                return
+            self._commit_failed(exc.args[0], self._consumer.assignment())
             return
         for partition in committed:
             if partition.error is not None:
@@ -386,6 +410,15 @@ class IngestStage:
             metrics.CONSUMER_ERRORS.labels(STAGE).inc()
             log.warning(
                 "commit lost to a rebalance, the batch will be read again error=%s partitions=%s", error.name(), where
+            )
+            return
+        if error.code() in _UNREACHABLE_ERRORS:
+            self.stats.commit_errors += 1
+            metrics.CONSUMER_ERRORS.labels(STAGE).inc()
+            log.warning(
+                "commit failed, the brokers cannot be reached; a later commit covers the batch error=%s partitions=%s",
+                error.name(),
+                where,
             )
             return
         raise IngestError(f"cannot commit offsets of {where}: {_describe(error)}")
@@ -413,3 +446,15 @@ def _log_assignment(change: str) -> Callable[[Consumer, list[TopicPartition]], N
 
 def _names(partitions: list[TopicPartition]) -> str:
     return ",".join(f"{tp.topic}/{tp.partition}" for tp in partitions)
+
+
+class _Origins:
+    """``topic/partition`` of a batch's records, made only for the few records the extractor reports
+    (formatting it for all 5,000 records of every batch cost ~0.4 µs per event)."""
+
+    def __init__(self, records: list[Message]) -> None:
+        self._records = records
+
+    def __getitem__(self, index: int) -> str:
+        message = self._records[index]
+        return f"{message.topic()}/{message.partition()}"

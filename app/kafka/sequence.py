@@ -15,6 +15,7 @@ shape it (faust-streaming 0.15):
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -22,11 +23,12 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 import orjson
 from aiokafka.helpers import create_ssl_context
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from app import metrics
 from app.detector import Alert, Rejection, SequenceStage
@@ -35,12 +37,14 @@ from app.engine.state import KeyState
 from app.kafka.records import InvalidCandidate, alert_records, alert_timestamp_ms, dead_letter, decode_candidate
 from app.rule.compiler import CompiledRule
 from app.settings import Settings
-from app.timeparse import NS_PER_S, parse_duration
+from app.timeparse import NS_PER_MS, NS_PER_S, parse_duration
 from app.web import Health
 
 log = logging.getLogger("eqlstream.sequence")
 
 STATE_TABLE = "sequence-state"
+EXIT_CANNOT_PROCESS = 74  # EX_IOERR: the usual cause is the state disk
+FLUSH_BEFORE_EXIT_S = 10.0
 STAGE = "sequence"
 HEALTH_INTERVAL_S = 1.0  # the health timer's period: heartbeat, readiness, consumer lag
 STATE_DIR_CHECK_S = 10.0  # how often the state directory is checked for writes (a probe file)
@@ -163,6 +167,7 @@ class SequenceService:
             options["consumer_group_instance_id"] = settings.instance_id
         if settings.single_record_batches:
             options["producer_max_batch_size"] = 1
+        _use_fetch_max_wait(parse_duration(settings.fetch_max_wait) // NS_PER_MS)
         self.app = faust.App(f"{settings.consumer_group}-sequence", **options)
         self.candidates = self.app.topic(
             settings.candidates_topic, key_type=bytes, value_type=bytes, partitions=settings.candidates_partitions
@@ -270,7 +275,8 @@ class SequenceService:
         stage = self.stages.get(partition)
         if stage is None:
             store = TableStore(self.table, partition)
-            stage = SequenceStage(self.rules, self.settings, store)
+            # State is stored before the alerts are acknowledged: re-delivered events repeat their alerts.
+            stage = SequenceStage(self.rules, self.settings, store, repeat_alerts=True)
             restored = sum(engine.rebuild_expiry_index(store.items()) for engine in stage.engines.values())
             log.info("partition ready partition=%d restored_keys=%d", partition, restored)
             self.stages[partition] = stage
@@ -288,10 +294,37 @@ class SequenceService:
                 continue
             now = time.time_ns()
             metrics.EVENT_TIME_LAG.labels(STAGE).observe((now - candidate.timestamp_ns) / NS_PER_S)
-            for alert in self._stage(message.partition).process(candidate, now):
-                await self._emit(alert, now, received_ns)
+            try:
+                for alert in self._stage(message.partition).process(candidate, now):
+                    await self._emit(alert, now, received_ns)
+            except Exception as exc:  # noqa: BLE001 - RocksDB reports a full or failing disk as a bare Exception
+                await self._exit_uncommitted(exc, message)
             metrics.SEQUENCE_EVENT_DURATION.observe(time.perf_counter() - started)
             metrics.LAST_PROCESSED.labels(STAGE).set(time.time())
+
+    async def _exit_uncommitted(self, exc: Exception, message: Any) -> NoReturn:
+        """End the process at once, leaving the candidate that failed uncommitted.
+
+        Faust's supervisor restarts a crashed agent and commits the offset of the event that crashed
+        it: with a full state disk (RocksDB: "IO error: No space left on device") that silently lost
+        sequences. Exiting like ``kill -9`` commits nothing more; after the restart the state
+        directory is checked before RocksDB opens (not ready until it takes writes) and the
+        candidate is read again (the engine ignores the repeats among those before it). The records
+        already sent (alerts, changelog) are flushed first: the state on disk may already say that
+        an alert was emitted, and the engine does not emit it again for a repeated candidate.
+        """
+        log.critical(
+            "cannot process candidate partition=%d offset=%d error=%s: exiting without committing it, "
+            "it will be read again after the restart",
+            message.partition,
+            message.offset,
+            exc,
+        )
+        try:
+            await asyncio.wait_for(self.app.producer.flush(), FLUSH_BEFORE_EXIT_S)
+        finally:
+            logging.shutdown()
+            os._exit(EXIT_CANNOT_PROCESS)
 
     def _check_rule(self, candidate: Candidate) -> None:
         """A candidate of a rule this worker runs, for stages the rule has (else ``InvalidCandidate``)."""
@@ -336,3 +369,24 @@ def _add(total: EngineStats, more: EngineStats) -> None:
     """Add ``more``'s counters into ``total``."""
     for name in EngineStats.__dataclass_fields__:
         setattr(total, name, getattr(total, name) + getattr(more, name))
+
+
+def _use_fetch_max_wait(wait_ms: int) -> None:
+    """Make Faust's aiokafka consumer ask the broker for ``wait_ms`` as its fetch max wait.
+
+    faust-streaming 0.15 creates that consumer with ``fetch_max_wait_ms=1500`` and has no setting for
+    it. Apache Kafka answers a fetch as soon as records arrive, so the value costs nothing there; the
+    development broker (Tansu) holds a fetch on a quiet topic for the whole wait, which added up to
+    1.5 s to every candidate (bench/RESULTS.md, latency). aiokafka reads the attribute when the
+    consumer starts. Process-wide, which is fine: a process runs one Faust app.
+    """
+    driver = faust_aiokafka.AIOKafkaConsumerThread
+    create = getattr(driver, "_eqlstream_create_worker_consumer", driver._create_worker_consumer)
+
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = create(self, transport)
+        consumer._fetch_max_wait_ms = wait_ms
+        return consumer
+
+    driver._eqlstream_create_worker_consumer = create
+    driver._create_worker_consumer = create_worker_consumer

@@ -103,7 +103,32 @@ def test_duplicates_are_ignored() -> None:
     eng = engine()
     pairs = run(eng, cand("a", 0, T0), cand("a", 0, T0), cand("b", 1, T0 + S), cand("b", 1, T0 + S), cand("a", 0, T0))
     assert pairs == [("a", "b")]
-    assert eng.stats.duplicates == 3
+    assert (eng.stats.duplicates, eng.stats.repeated) == (3, 0)
+
+
+def test_with_repeat_alerts_a_duplicate_repeats_the_alert_it_belongs_to() -> None:
+    """A re-delivery before the sequence completes changes nothing; one after it repeats the same alert
+    (the service may have stored the state of an alert it died before sending)."""
+    eng = engine(repeat_alerts=True)
+    pairs = run(eng, cand("a", 0, T0), cand("a", 0, T0), cand("b", 1, T0 + S), cand("b", 1, T0 + S), cand("a", 0, T0))
+    assert pairs == [("a", "b")] * 3
+    assert (eng.stats.duplicates, eng.stats.sequences, eng.stats.repeated) == (3, 1, 2)
+
+
+def test_a_repeat_carries_the_latest_revision_of_the_alert() -> None:
+    eng = engine(repeat_alerts=True)
+    pairs = run(eng, cand("a", 0, T0), cand("c", 1, T0 + 3 * S), cand("b", 1, T0 + S), cand("c", 1, T0 + 3 * S))
+    assert pairs == [("a", "c"), ("a", "b")]  # revised: b is the connection Elasticsearch pairs
+    assert run(eng, cand("a", 0, T0)) == [("a", "b")]
+    assert eng.stats.repeated == 1
+
+
+def test_a_duplicate_of_an_unpaired_event_repeats_nothing() -> None:
+    eng = engine(repeat_alerts=True)
+    assert run(eng, cand("a", 0, T0), cand("b", 1, T0 + S), cand("z", 0, T0 + 2 * S), cand("z", 0, T0 + 2 * S)) == [
+        ("a", "b")
+    ]
+    assert eng.stats.repeated == 0
 
 
 def test_event_meeting_both_stages_does_not_pair_with_itself() -> None:

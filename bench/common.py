@@ -1,0 +1,236 @@
+"""What every measurement shares: the corpus, the broker topics, CPU and memory readings, results.
+
+All parts run on one corpus: a synthetic Windows fleet from ``app.synthetic`` with three sources
+(Elastic Defend, Winlogbeat 7 ECS, Winlogbeat 8 raw Sysmon/Security records), 1-3 KB per event,
+>= 99.9% noise, attacks and near misses sprinkled in, in a Kafka-like arrival order with some
+re-deliveries. It is generated once per size, seed and generator version and cached in bench/out/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import Producer
+
+from app import synthetic
+from app.kafka.admin import ensure_topics
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+FLEET_RATE = 500.0  # events/s across the fleet: sets the corpus' event-time span, not the benchmark's speed
+MAX_LATENESS_S = 300.0
+DUPLICATE_RATE = 0.001
+DEFEND_SHARE = 0.3  # hosts running Elastic Defend
+RAW_SHARE = 0.4  # hosts running Winlogbeat 8 (raw Sysmon); the rest run Winlogbeat 7
+INPUT_PARTITIONS = 4
+SOURCE_NAMES = {
+    synthetic.DEFEND: "Elastic Defend",
+    synthetic.WINLOGBEAT: "Winlogbeat 7 (ECS)",
+    synthetic.WINLOGBEAT8: "Winlogbeat 8 (raw Sysmon)",
+}
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A cached NDJSON corpus and what went into it."""
+
+    path: Path
+    events: int
+    attacks: int
+    near_misses: int
+    sources: dict[str, int]  # lines per source (re-deliveries included)
+
+    @property
+    def noise_share(self) -> float:
+        """The share of events that belong to no attack or near miss (two events each)."""
+        return 1 - 2 * (self.attacks + self.near_misses) / self.events
+
+    @property
+    def expected_alerts(self) -> int:
+        """Attacks plus the near misses Elasticsearch alerts on (near misses cycle through the kinds)."""
+        kinds = list(synthetic.NEAR_MISSES)
+        return self.attacks + sum(synthetic.NEAR_MISSES[kinds[i % len(kinds)]] for i in range(self.near_misses))
+
+    def lines(self) -> list[bytes]:
+        """Every line without its newline, in arrival order."""
+        return self.path.read_bytes().splitlines()
+
+    def describe(self) -> str:
+        """One line for the results: size, mix and contents."""
+        size = self.path.stat().st_size
+        total = sum(self.sources.values())
+        mix = ", ".join(f"{SOURCE_NAMES[s]} {self.sources.get(s, 0) / total:.0%}" for s in synthetic.SHAPES)
+        return (
+            f"{total:,} events, {size / 1e6:,.0f} MB ({size / total:,.0f} B/event); {mix}; "
+            f"{self.noise_share:.3%} noise, {self.attacks} attacks and {self.near_misses} near misses; "
+            f"arrival within {MAX_LATENESS_S:.0f} s of event time, {DUPLICATE_RATE:.1%} re-delivered"
+        )
+
+
+def corpus_for(events: int, seed: int) -> Corpus:
+    """The corpus of ``events`` events for ``seed``, generated once and cached under bench/out/.
+
+    The file name carries a digest of the generator's source, so a changed generator never reuses
+    a stale file.
+    """
+    attacks = max(2, events // 200_000)
+    near_misses = max(len(synthetic.NEAR_MISSES), events // 20_000)
+    digest = hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()[:10]
+    path = OUT / f"corpus-{events}-seed{seed}-mixed-{digest}.ndjson"
+    sources_path = path.with_suffix(".sources.json")
+    if not (path.exists() and sources_path.exists()):
+        started = time.perf_counter()
+        log(f"generating {path.relative_to(ROOT)} (once; cached) ...")
+        stream = synthetic.iter_corpus(
+            seed, events, attacks / events, near_misses / events, DEFEND_SHARE, raw_share=RAW_SHARE, rate=FLEET_RATE
+        )
+        sources: Counter[str] = Counter()
+        partial = path.with_suffix(".partial")
+        arrivals = synthetic.arrival_order(stream, seed, MAX_LATENESS_S, DUPLICATE_RATE)
+        synthetic.write_ndjson(_tally(arrivals, sources), partial)
+        sources_path.write_text(json.dumps(dict(sources), sort_keys=True))
+        partial.rename(path)
+        log(f"generated in {time.perf_counter() - started:.0f} s")
+    return Corpus(path, events, attacks, near_misses, json.loads(sources_path.read_text()))
+
+
+def _tally(events: Iterable[synthetic.Event], sources: Counter[str]) -> Iterator[synthetic.Event]:
+    for event in events:
+        sources[synthetic.source_of(event)] += 1
+        yield event
+
+
+def log(message: str) -> None:
+    """Progress on stderr (the results go to the file)."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Part:
+    """One measurement's figures: rows of (name, value) plus notes, for the results file."""
+
+    key: str
+    title: str
+    rows: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    figures: dict[str, float] = field(default_factory=dict)  # machine-readable, for ratios and the summary
+    error: str | None = None
+
+    def row(self, name: str, value: str) -> None:
+        self.rows.append((name, value))
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Wall and CPU time of the current process (all its threads, librdkafka's included)."""
+
+    wall: float
+    cpu: float
+
+    @classmethod
+    def now(cls) -> Usage:
+        return cls(time.perf_counter(), time.process_time())
+
+    def since(self, start: Usage) -> Usage:
+        return Usage(self.wall - start.wall, self.cpu - start.cpu)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process (all its threads) has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+
+
+def rss_bytes(pid: int) -> tuple[int, int]:
+    """(current RSS, peak RSS) of a process, from /proc/<pid>/status."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            values[name] = int(rest.split()[0]) * 1024
+    return values.get("VmRSS", 0), values.get("VmHWM", 0)
+
+
+def own_peak_rss() -> int:
+    """This process' peak RSS in bytes."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def load_topic(bootstrap: str, topic: str, lines: list[bytes], partitions: int = INPUT_PARTITIONS) -> float:
+    """Create ``topic`` and produce ``lines`` to it round-robin over its partitions, the way Beats
+    spreads a host's events; returns the seconds it took. Uncompressed, so that every reader
+    (confluent-kafka and Faust's aiokafka alike) pays the same decoding."""
+    ensure_topics(Settings(kafka_bootstrap_servers=bootstrap), {topic: partitions})
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000, "acks": 1,
+         "queue.buffering.max.kbytes": 1_048_576, "logger": _quiet_logger()}
+    )
+    errors: list[str] = []
+
+    def delivered(error: object, _message: object) -> None:
+        if error is not None:
+            errors.append(str(error))
+
+    started = time.perf_counter()
+    for index, line in enumerate(lines):
+        while True:
+            try:
+                producer.produce(topic, line, partition=index % partitions, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(120) or errors:
+        raise RuntimeError(f"could not load {topic}: {errors[:3]}")
+    return time.perf_counter() - started
+
+
+def _quiet_logger():  # noqa: ANN202 - a logging.Logger
+    import logging
+
+    logger = logging.getLogger("bench.kafka")
+    logger.setLevel(logging.WARNING)
+    return logger
+
+
+def cpu_model() -> str:
+    """The CPU model from /proc/cpuinfo (or the platform's description elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def code_version() -> str:
+    """The git commit measured, marked when app/ or bench/ have uncommitted changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "app", "bench"], cwd=ROOT, capture_output=True, text=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit} (with uncommitted changes)" if dirty.strip() else commit
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages: a busy machine shows here."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"

@@ -100,7 +100,9 @@ class Settings(BaseSettings):
         16 * 1024 * 1024, ge=0, description="RocksDB block cache per state partition, bytes (Faust's default is 2 GiB)."
     )
     rocksdb_write_buffer: int = Field(
-        8 * 1024 * 1024, ge=1024 * 1024, description="RocksDB write buffer (memtable) per state partition, bytes."
+        4 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="RocksDB write buffer (memtable) per state partition, bytes; two per partition.",
     )
     alert_cap: int = Field(
         -1,

@@ -52,13 +52,14 @@ class Health:
         with self._lock:
             health = self._stages[stage]
             changed = health.ready != ready or health.reason != reason
+            was_ready = health.ready
             health.ready, health.reason = ready, reason
         READY.labels(stage).set(1 if ready else 0)
         if changed:
             if ready:
                 log.info("stage ready stage=%s", stage)
-            else:
-                log.warning("stage not ready stage=%s reason=%s", stage, reason)
+            else:  # a warning only when a ready stage stops being ready; starting up is normal
+                log.log(logging.WARNING if was_ready else logging.INFO, "stage not ready stage=%s reason=%s", stage, reason)
 
     def live(self) -> tuple[bool, dict[str, str]]:
         """(alive, the stalled stages with how long their loop has been stuck)."""

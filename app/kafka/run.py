@@ -75,7 +75,11 @@ def _wait_for_state_dir(settings: Settings, health: Health) -> None:
     RocksDB cannot open on an unwritable or full disk; waiting (and saying why) keeps the
     candidates in their topic for when it can, instead of a crash loop that hides the cause.
     """
+    reported = None
     while (problem := state_dir_problem(settings.data_dir)) is not None:
+        if problem != reported:
+            log.error("the sequence stage waits for its state directory: %s", problem)
+            reported = problem
         health.set_ready(STAGE, False, problem)
         health.beat(STAGE)
         time.sleep(STATE_DIR_CHECK_S)

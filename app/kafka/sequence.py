@@ -231,7 +231,10 @@ class SequenceService:
         self.health.beat(STAGE)
         if time.monotonic() - self._state_dir_checked >= STATE_DIR_CHECK_S:
             self._state_dir_checked = time.monotonic()
-            self._state_dir_problem = state_dir_problem(self.settings.data_dir)
+            problem = state_dir_problem(self.settings.data_dir)
+            if problem and problem != self._state_dir_problem:
+                log.error("state directory problem: %s", problem)
+            self._state_dir_problem = problem
         if self._state_dir_problem:
             self.health.set_ready(STAGE, False, self._state_dir_problem)
         elif not self.app.tables.recovery.completed.is_set():

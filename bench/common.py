@@ -1,9 +1,11 @@
 """What every measurement shares: the corpus, the broker topics, CPU and memory readings, results.
 
-All parts run on one corpus: a synthetic Windows fleet from ``app.synthetic`` with three sources
-(Elastic Defend, Winlogbeat 7 ECS, Winlogbeat 8 raw Sysmon/Security records), 1-3 KB per event,
->= 99.9% noise, attacks and near misses sprinkled in, in a Kafka-like arrival order with some
+All parts run on one corpus: a synthetic Windows fleet from ``eqlstream_dev.synthetic`` with three
+sources (Elastic Defend, Winlogbeat 7 ECS, Winlogbeat 8 raw Sysmon/Security records), 1-3 KB per
+event, >= 99.9% noise, attacks and near misses sprinkled in, in a Kafka-like arrival order with some
 re-deliveries. It is generated once per size, seed and generator version and cached in bench/out/.
+The adversarial variant is the same corpus with a sixth of its records naming mshta.exe, so that
+the prefilter keeps them and the ingest stage has to parse them.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import hashlib
 import json
 import os
 import platform
-import resource
+import socket
 import subprocess
 import sys
 import time
@@ -22,19 +24,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from confluent_kafka import Producer
+from eqlstream_dev import synthetic
 
-from app import synthetic
-from app.kafka.admin import ensure_topics
-from app.settings import Settings
+from app.service.kafka import KafkaConnection
+from app.service.topics import OwnedTopic, TopicAdmin
+from app.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
+PROFILES = OUT / "profiles"
+LOGS = OUT / "logs"
 FLEET_RATE = 500.0  # events/s across the fleet: sets the corpus' event-time span, not the benchmark's speed
 MAX_LATENESS_S = 300.0
 DUPLICATE_RATE = 0.001
 DEFEND_SHARE = 0.3  # hosts running Elastic Defend
 RAW_SHARE = 0.4  # hosts running Winlogbeat 8 (raw Sysmon); the rest run Winlogbeat 7
 INPUT_PARTITIONS = 4
+ADVERSARIAL_EVERY = 6  # every sixth record of the adversarial topic names mshta.exe
+# What the adversarial records carry: a field naming the rule's literal that no stage reads, so each of
+# them passes the prefilter and is parsed, mapped and evaluated, and none becomes a candidate.
+_ADVERSARIAL_FIELD = b'{"bench_note":"C:\\\\Windows\\\\System32\\\\mshta.exe",'
 SOURCE_NAMES = {
     synthetic.DEFEND: "Elastic Defend",
     synthetic.WINLOGBEAT: "Winlogbeat 7 (ECS)",
@@ -51,6 +60,12 @@ class Corpus:
     attacks: int
     near_misses: int
     sources: dict[str, int]  # lines per source (re-deliveries included)
+    naming_mshta: int  # lines that contain "mshta" in any case: what the prefilter keeps
+
+    @property
+    def lines_total(self) -> int:
+        """Lines in the file (events plus re-deliveries)."""
+        return sum(self.sources.values())
 
     @property
     def noise_share(self) -> float:
@@ -70,11 +85,12 @@ class Corpus:
     def describe(self) -> str:
         """One line for the results: size, mix and contents."""
         size = self.path.stat().st_size
-        total = sum(self.sources.values())
+        total = self.lines_total
         mix = ", ".join(f"{SOURCE_NAMES[s]} {self.sources.get(s, 0) / total:.0%}" for s in synthetic.SHAPES)
         return (
             f"{total:,} events, {size / 1e6:,.0f} MB ({size / total:,.0f} B/event); {mix}; "
             f"{self.noise_share:.3%} noise, {self.attacks} attacks and {self.near_misses} near misses; "
+            f"{self.naming_mshta / total:.3%} of the records name mshta (what the prefilter keeps); "
             f"arrival within {MAX_LATENESS_S:.0f} s of event time, {DUPLICATE_RATE:.1%} re-delivered"
         )
 
@@ -82,15 +98,14 @@ class Corpus:
 def corpus_for(events: int, seed: int) -> Corpus:
     """The corpus of ``events`` events for ``seed``, generated once and cached under bench/out/.
 
-    The file name carries a digest of the generator's source, so a changed generator never reuses
-    a stale file.
+    The file name carries a digest of every file of the generator's package, so a changed generator
+    never reuses a stale file.
     """
     attacks = max(2, events // 200_000)
     near_misses = max(len(synthetic.NEAR_MISSES), events // 20_000)
-    digest = hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()[:10]
-    path = OUT / f"corpus-{events}-seed{seed}-mixed-{digest}.ndjson"
-    sources_path = path.with_suffix(".sources.json")
-    if not (path.exists() and sources_path.exists()):
+    path = OUT / f"corpus-{events}-seed{seed}-mixed-{_generator_digest()}.ndjson"
+    facts_path = path.with_suffix(".facts.json")
+    if not (path.exists() and facts_path.exists()):
         started = time.perf_counter()
         log(f"generating {path.relative_to(ROOT)} (once; cached) ...")
         stream = synthetic.iter_corpus(
@@ -100,16 +115,40 @@ def corpus_for(events: int, seed: int) -> Corpus:
         partial = path.with_suffix(".partial")
         arrivals = synthetic.arrival_order(stream, seed, MAX_LATENESS_S, DUPLICATE_RATE)
         synthetic.write_ndjson(_tally(arrivals, sources), partial)
-        sources_path.write_text(json.dumps(dict(sources), sort_keys=True))
+        naming = sum(1 for line in partial.read_bytes().splitlines() if b"mshta" in line.lower())
+        facts_path.write_text(json.dumps({"sources": dict(sources), "naming_mshta": naming}, sort_keys=True))
         partial.rename(path)
         log(f"generated in {time.perf_counter() - started:.0f} s")
-    return Corpus(path, events, attacks, near_misses, json.loads(sources_path.read_text()))
+    facts = json.loads(facts_path.read_text())
+    return Corpus(path, events, attacks, near_misses, facts["sources"], facts["naming_mshta"])
+
+
+def _generator_digest() -> str:
+    package = Path(synthetic.__file__).parent
+    digest = hashlib.sha256()
+    for source in sorted(package.rglob("*.py")):
+        digest.update(source.relative_to(package).as_posix().encode())
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:10]
 
 
 def _tally(events: Iterable[synthetic.Event], sources: Counter[str]) -> Iterator[synthetic.Event]:
     for event in events:
         sources[synthetic.source_of(event)] += 1
         yield event
+
+
+def adversarial(lines: list[bytes]) -> list[bytes]:
+    """The corpus with every ``ADVERSARIAL_EVERY``-th record naming mshta.exe in a field of its own.
+
+    An attacker (or a fleet that runs HTML applications) can make this many events name the rule's
+    literal; the prefilter then keeps them and each is parsed, mapped and evaluated, the ingest
+    stage's worst case short of every record being a candidate.
+    """
+    return [
+        _ADVERSARIAL_FIELD + line[1:] if index % ADVERSARIAL_EVERY == 0 and line[:1] == b"{" else line
+        for index, line in enumerate(lines)
+    ]
 
 
 def log(message: str) -> None:
@@ -126,6 +165,9 @@ class Part:
     rows: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     figures: dict[str, float] = field(default_factory=dict)  # machine-readable, for ratios and the summary
+    # A profile's heaviest functions by name (e.g. "ingest"): (function, share of wall time), for the
+    # explanation of a missed target.
+    heaviest: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     error: str | None = None
 
     def row(self, name: str, value: str) -> None:
@@ -164,45 +206,56 @@ def rss_bytes(pid: int) -> tuple[int, int]:
     return values.get("VmRSS", 0), values.get("VmHWM", 0)
 
 
-def own_peak_rss() -> int:
-    """This process' peak RSS in bytes."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def free_port() -> int:
+    """A loopback port nothing listens on now, for a service's metrics endpoint."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    """Create an input topic (the service creates only the topics it owns)."""
+    settings = ServiceSettings(kafka_bootstrap_servers=bootstrap)
+    TopicAdmin(KafkaConnection.from_settings(settings)).ensure(settings, [OwnedTopic(topic, partitions, {})])
+
+
+def bulk_producer(bootstrap: str, **extra: object) -> Producer:
+    """A producer for loading topics fast: large batches and a large local queue."""
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 20,
+            "batch.size": 1_000_000,
+            "acks": 1,
+            "queue.buffering.max.kbytes": 1_048_576,
+            "message.max.bytes": 2_000_000,
+            **extra,
+        }
+    )
+
+
+def produce(producer: Producer, topic: str, value: bytes, partition: int = -1) -> None:
+    """Produce one record, serving delivery reports while the local queue is full."""
+    while True:
+        try:
+            producer.produce(topic, value, partition=partition)
+            return
+        except BufferError:
+            producer.poll(0.05)
 
 
 def load_topic(bootstrap: str, topic: str, lines: list[bytes], partitions: int = INPUT_PARTITIONS) -> float:
     """Create ``topic`` and produce ``lines`` to it round-robin over its partitions, the way Beats
     spreads a host's events; returns the seconds it took. Uncompressed, so that every reader
-    (confluent-kafka and Faust's aiokafka alike) pays the same decoding."""
-    ensure_topics(Settings(kafka_bootstrap_servers=bootstrap), {topic: partitions})
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000, "acks": 1,
-         "queue.buffering.max.kbytes": 1_048_576, "logger": _quiet_logger()}
-    )
-    errors: list[str] = []
-
-    def delivered(error: object, _message: object) -> None:
-        if error is not None:
-            errors.append(str(error))
-
+    (confluent-kafka, Quix Streams and Faust's aiokafka alike) pays the same decoding."""
+    create_topic(bootstrap, topic, partitions)
+    producer = bulk_producer(bootstrap)
     started = time.perf_counter()
     for index, line in enumerate(lines):
-        while True:
-            try:
-                producer.produce(topic, line, partition=index % partitions, on_delivery=delivered)
-                break
-            except BufferError:
-                producer.poll(0.05)
-    if producer.flush(120) or errors:
-        raise RuntimeError(f"could not load {topic}: {errors[:3]}")
+        produce(producer, topic, line, index % partitions)
+    if producer.flush(120):
+        raise RuntimeError(f"could not load {topic}: records left undelivered")
     return time.perf_counter() - started
-
-
-def _quiet_logger():  # noqa: ANN202 - a logging.Logger
-    import logging
-
-    logger = logging.getLogger("bench.kafka")
-    logger.setLevel(logging.WARNING)
-    return logger
 
 
 def cpu_model() -> str:
@@ -216,14 +269,19 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cores() -> int:
+    """The cores this process may run on (what the broker, the readers and the bench share)."""
+    return len(os.sched_getaffinity(0))
+
+
 def code_version() -> str:
-    """The git commit measured, marked when app/ or bench/ have uncommitted changes."""
+    """The git commit measured, marked when app/, dev/ or bench/ have uncommitted changes."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "app", "bench"], cwd=ROOT, capture_output=True, text=True
+            ["git", "status", "--porcelain", "app", "dev", "bench"], cwd=ROOT, capture_output=True, text=True
         ).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -4,12 +4,12 @@
 --result FILE``
 
 What it does per event, and nothing else: ``orjson.loads`` of the record, then the service's own
-detection code on the parsed event (``CandidateExtractor.candidates``: ECS mapping of raw Sysmon,
-the compiled stage predicates, the join keys) and, for the rare candidates, the service's sequence
-engine over a RocksDB-backed Faust Table (one engine per partition, the table co-partitioned with
-the topic, as the design card suggests). With ``--prefilter`` it calls
-``CandidateExtractor.extract(raw)`` instead, which drops noise on its bytes before parsing: that
-shows what Faust's own iteration costs once the per-event parsing is gone.
+detection code on the parsed event (``CandidateExtractor.extract`` with a prefilter that keeps
+everything: ECS mapping of raw Sysmon, the compiled stage predicates, the join keys) and, for the
+rare candidates, the detection core's ``SequenceDetector`` over a RocksDB-backed Faust Table (the
+table co-partitioned with the topic, as the design card suggests). With
+``--prefilter`` the extractor keeps its prefilter, which drops noise on its bytes before parsing:
+that shows what Faust's own iteration costs once the per-event parsing is gone.
 
 It writes a JSON object (events counted after the first, wall and CPU seconds from the first
 event on, candidates, alerts) to ``--result`` once ``--events`` events are in, and exits at once: the parent only
@@ -22,16 +22,36 @@ import argparse
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import faust
 import orjson
 
-from app.detector import CandidateExtractor, SequenceStage
-from app.kafka.sequence import TableStore
-from app.rule import load_rules
-from app.settings import Settings
+from app.core import Detector, SequenceDetector, load_rules
+from app.core.engine.state import KeyState, decode_state, encode_state
+from app.core.rule.prefilter import Prefilter
+
+
+class TableStore:
+    """The engine's ``StateStore`` over a Faust Table: the state of the agent's current partition."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def get(self, key: str) -> KeyState | None:
+        raw = self._table.get(key.encode())
+        return None if raw is None else decode_state(raw)
+
+    def set(self, key: str, state: KeyState) -> None:
+        self._table[key.encode()] = encode_state(state)
+
+    def delete(self, key: str) -> None:
+        self._table.pop(key.encode(), None)
+
+    def items(self) -> Iterator[tuple[str, KeyState]]:
+        return iter(())  # only used to rebuild the expiry index after a restart
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,9 +65,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--result", required=True, help="file the JSON result is written to")
     args = parser.parse_args(argv)
 
-    settings = Settings()
-    rules = load_rules(settings.rule_path)
-    extractor = CandidateExtractor(rules, settings)
+    detector = Detector(load_rules())
+    extractor = detector.extractor
+    if not args.prefilter:
+        extractor.prefilter = Prefilter(frozenset())  # the empty requirement: every record is parsed
     app = faust.App(
         f"bench-faust-{os.getpid()}",
         broker=f"kafka://{args.bootstrap}",
@@ -57,34 +78,26 @@ def main(argv: list[str] | None = None) -> None:
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=6.0,
         broker_heartbeat_interval=0.6,
-        producer_max_batch_size=1,  # the embedded broker's end offsets are right only with one-record batches
         web_enabled=False,
         key_serializer="raw",
         value_serializer="raw",
     )
     topic = app.topic(args.topic, key_type=bytes, value_type=bytes)
     table = app.Table("state", partitions=args.partitions, key_type=bytes, value_type=bytes)
-    stages: dict[int, SequenceStage] = {}
+    sequencer: SequenceDetector = detector.sequencer(TableStore(table))
     counts = {"events": 0, "candidates": 0, "alerts": 0}
     clock: dict[str, float] = {}
 
-    def detect(raw: bytes, partition: int) -> None:
-        if args.prefilter:
-            found, _ = extractor.extract(raw)
-        else:
-            doc = orjson.loads(raw)
-            found = extractor.candidates(doc) if type(doc) is dict else []
+    def detect(raw: bytes) -> None:
+        found, _ = extractor.extract(raw)
         for candidate in found:
-            stage = stages.get(partition)
-            if stage is None:
-                stage = stages[partition] = SequenceStage(rules, settings, TableStore(table, partition))
             counts["candidates"] += 1
-            counts["alerts"] += len(stage.process(candidate, time.time_ns()))
+            counts["alerts"] += len(sequencer.process(candidate, time.time_ns() // 1_000_000).alerts)
 
     @app.agent(topic)
     async def baseline(stream: Any) -> None:
         async for event in stream.events():
-            detect(event.value, event.message.partition)
+            detect(event.value)
             counts["events"] += 1
             if counts["events"] == 1:
                 clock.update(wall=time.perf_counter(), cpu=time.process_time())

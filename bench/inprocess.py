@@ -1,9 +1,9 @@
-"""Part 4: the detection without Kafka, on the corpus as NDJSON: Elastic's ``eql`` engine and our replay CLI.
+"""The detection without Kafka, on the corpus as NDJSON: Elastic's ``eql`` engine and our replay CLI.
 
 * ``eql`` (the PyPI library, its ``PythonEngine``) gets what Elasticsearch would index: each line
   parsed with orjson and normalized to ECS (raw Sysmon records mapped, as Elastic's ingest pipeline
   would), then turned into an ``eql.Event`` (type = the rule's ``event.category``, time =
-  ``@timestamp`` in ns). The engine raises TypeError when a compared field holds an array
+  ``@timestamp`` in ms). The engine raises TypeError when a compared field holds an array
   (``event.type``, ``process.args``). Elasticsearch compares multi-valued fields by "any value
   matches", so each array field the rule reads is replaced by the first value, in the order the
   rule's own literals are listed, that the array contains (case-folded like ``:``), or by its first
@@ -28,12 +28,10 @@ from typing import Any
 import eql
 import orjson
 
-from app.detector import Alert
-from app.normalize import normalize
+from app.core import Alert, CompiledRule, Detector
+from app.core.normalize import normalize
+from app.core.timeparse import parse_timestamp
 from app.replay import open_input, replay
-from app.rule import CompiledRule
-from app.settings import Settings
-from app.timeparse import parse_timestamp
 from bench.common import ROOT, Corpus, Part, Usage, log
 
 # Fields of the rule that arrive as arrays, and the rule's literals for them in the order it lists them.
@@ -47,7 +45,7 @@ def measure_eql(corpus: Corpus, rule_path: Path) -> Part:
     query = tomllib.loads(rule_path.read_text())["rule"]["query"]
     with eql.parser.elasticsearch_syntax, eql.parser.ignore_missing_functions:
         parsed = eql.parse_query(query)
-    engine = eql.PythonEngine({"time_unit": 1_000_000_000})  # event times are epoch nanoseconds
+    engine = eql.PythonEngine({"time_unit": 1_000})  # event times are epoch milliseconds
     engine.add_query(parsed)
     sequences = 0
 
@@ -70,12 +68,19 @@ def measure_eql(corpus: Corpus, rule_path: Path) -> Part:
     used = Usage.now().since(started)
     part.figures.update(events=events, seconds=used.wall, engine_seconds=engine_seconds, alerts=sequences)
     part.row("events", f"{events:,}")
-    part.row("end to end (orjson + ECS mapping + eql engine)", f"**{events / used.wall:,.0f} events/s** "
-             f"({used.wall:.1f} s wall, {used.cpu:.1f} s CPU)")
-    part.row("eql engine calls alone (events built beforehand)", f"{events / engine_seconds:,.0f} events/s "
-             f"({engine_seconds:.1f} s)")
-    part.row("sequences found", f"{sequences} (expected {corpus.expected_alerts}; eql's engine reads events in "
-             "arrival order, without Elasticsearch's sort by @timestamp)")
+    part.row(
+        "end to end (orjson + ECS mapping + eql engine)",
+        f"**{events / used.wall:,.0f} events/s** ({used.wall:.1f} s wall, {used.cpu:.1f} s CPU)",
+    )
+    part.row(
+        "eql engine calls alone (events built beforehand)",
+        f"{events / engine_seconds:,.0f} events/s ({engine_seconds:.1f} s)",
+    )
+    part.row(
+        "sequences found",
+        f"{sequences} (expected {corpus.expected_alerts}; eql's engine reads events in "
+        "arrival order, without Elasticsearch's sort by @timestamp)",
+    )
     log(f"eql: {events / used.wall:,.0f} events/s end to end, {events / engine_seconds:,.0f} in the engine")
     return part
 
@@ -122,17 +127,23 @@ def measure_replay(corpus: Corpus, rules: list[CompiledRule], runs: int) -> Part
             count += 1
 
         started = time.perf_counter()
-        report = replay([str(corpus.path)], rules, Settings(), on_alert)
+        report = replay([str(corpus.path)], Detector(rules), on_alert)
         best = min(best, time.perf_counter() - started)
         alerts = report.alerts
     cli_rate, cli_wall = _replay_command(corpus.path)
     part.figures.update(rate=lines / best, raw_rate=lines / best_raw, cli_rate=cli_rate, alerts=alerts)
-    part.row("`app.replay.replay` (the CLI's code path)", f"**{lines / best:,.0f} events/s**, "
-             f"{size / best / 1e6:,.0f} MB/s ({best:.2f} s, best of {runs})")
-    part.row("`python -m app replay --format summary FILE` (subprocess)",
-             f"{cli_rate:,.0f} events/s by its own summary; {cli_wall:.2f} s wall with the interpreter's start")
-    part.row("reading the file line by line, doing nothing", f"{lines / best_raw:,.0f} events/s "
-             f"({best_raw:.2f} s, best of {runs})")
+    part.row(
+        "`app.replay.replay` (the CLI's code path)",
+        f"**{lines / best:,.0f} events/s**, {size / best / 1e6:,.0f} MB/s ({best:.2f} s, best of {runs})",
+    )
+    part.row(
+        "`python -m app replay --format summary FILE` (subprocess)",
+        f"{cli_rate:,.0f} events/s by its own summary; {cli_wall:.2f} s wall with the interpreter's start",
+    )
+    part.row(
+        "reading the file line by line, doing nothing",
+        f"{lines / best_raw:,.0f} events/s ({best_raw:.2f} s, best of {runs})",
+    )
     part.row("replay / line reading", f"{best_raw / best:.1%}")
     part.row("alerts", f"{alerts} (expected {corpus.expected_alerts}: the attacks and the exactly-60 s near misses)")
     log(f"replay: {lines / best:,.0f} events/s in-process, {cli_rate:,.0f} as a command")
@@ -152,7 +163,10 @@ def _replay_command(path: Path) -> tuple[float, float]:
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "app", "replay", "--format", "summary", "--no-progress", str(path)],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     wall = time.perf_counter() - started
     match = re.search(r"rate: ([\d,]+) events/s", done.stderr)

@@ -1,258 +1,190 @@
-"""Part 6: memory of the sequence stage under a flood of distinct stage-1 keys, and after they expire.
+"""Memory of the sequence stage under a flood of distinct stage-1 keys, and after they expire.
 
 An attacker (or a misbehaving fleet) that sends ``mshta.exe -Embedding`` process starts, each with
 a new ``process.entity_id``, makes the sequence stage hold one pending sequence per event for the
-allowed lateness plus maxspan. Two floods, each dated within one minute of event time:
+allowed lateness plus maxspan. ``keys`` such candidates (1,000,000 by default), dated within one
+minute of event time from 500 hosts, are packed into the candidates topic of a
+``python -m app run --role sequence`` process (default settings apart from the broker, the topic
+names, the state directory and the web port), on the broker started as Apache Kafka would batch
+(``bench.sequence``). Then candidates from ``watermark_quorum`` hosts dated past the expiry horizon
+go to every candidates partition (each has its own watermark), and every flooded key must expire.
 
-* through the service: ``service_keys`` candidates straight to the candidates topic of a
-  ``python -m app run --role sequence`` process (the records the ingest stage would produce for
-  real process starts), then events from ``watermark_quorum`` hosts dated past the expiry horizon
-  to every candidates partition (each has its own watermark). Progress is read from the state
-  changelog (one record per key written, one tombstone per key deleted). It gives the process'
-  RSS (sampled, and VmHWM), the state directory's size, the keys left afterwards (read with
-  rocksdict once the process stopped), the rate at which the stage absorbs new keys, and a py-spy
-  profile of the flood;
-* through the state code alone (``bench.state_flood``), ``keys`` of them (1,000,000 by default):
-  the service absorbs new keys only as fast as Faust writes their changelog records, too slowly
-  for a benchmark run, so the full-size figure is the service's own peak plus the state's growth;
-* and, in this process, the memory the engine itself keeps per key (its expiry index).
+Progress is read from the process's own metrics (``eqlstream_sequence_candidates_total``,
+``eqlstream_state_expired_keys_total``); its RSS is sampled throughout and its peak is the
+kernel's (VmHWM); the keys left are read from the RocksDB databases once the process stopped.
+The memory the engine itself keeps per key (its expiry index) is measured in this process.
 """
 
 from __future__ import annotations
 
-import base64
+import dataclasses
 import gc
-import hashlib
-import json
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 import tracemalloc
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from eqlstream_dev.broker import EmbeddedBroker
 
-from app import synthetic
-from app.detector import CandidateExtractor
-from app.engine.sequence import Candidate, SequenceEngine
-from app.engine.state import KeyState
-from app.engine.watermark import Watermark
-from app.kafka.admin import ensure_topics
-from app.kafka.records import candidate_key, encode_candidate
-from app.kafka.sequence import STATE_TABLE
-from app.rule import CompiledRule
-from app.settings import Settings
-from app.timeparse import NS_PER_S
-from bench.common import OUT, ROOT, Part, log, rss_bytes
-from bench.profiles import py_spy
-from bench.service import Service, start
-from bench.throughput import bench_settings
+from app.core import Candidate, CompiledRule, DetectionOptions
+from app.core.engine.sequence import SequenceEngine
+from app.core.engine.state import KeyState
+from app.core.engine.watermark import Watermark
+from app.settings import ServiceSettings
+from bench.candidates import FloodWriter, flood, templates
+from bench.common import Part, bulk_producer, log, rss_bytes
+from bench.sequence import HANDLED, KAFKA_LIKE_CLUSTER, SPAN_MS, handled, prepare
+from bench.service import Service, Window, follow, start
 
-FLOOD_SPAN_NS = 60 * NS_PER_S
-FLOOD_HOSTS = 500
-WARMUP_TIMEOUT_S = 180.0
-FLOOD_TIMEOUT_S = 1800.0
-PROFILE_S = 15.0
+EXPIRED = "eqlstream_state_expired_keys_total"
 INDEX_SAMPLE_KEYS = 200_000  # keys the engine's own memory is measured on (per key it is constant)
 MB = 1_000_000
+MIB = 1 << 20
 
 
-def _template(rules: list[CompiledRule], seed: int) -> Candidate:
-    """A real stage-1 candidate (an Elastic Defend ``mshta.exe -Embedding`` process start)."""
-    extractor = CandidateExtractor(rules)
-    for event in synthetic.iter_corpus(seed, 2_000, 1e-3, 0.0, 1.0, near_miss_kinds=()):
-        for candidate in extractor.candidates(event):
-            if candidate.stages == (0,):
-                return candidate
-    raise RuntimeError("the generator wrote no stage-1 event")
+@dataclass
+class Readings:
+    """What the flood and the expiry did to the process (bytes, seconds, counts)."""
+
+    flood: Window
+    start_rss: int = 0  # at the first candidate
+    flood_peak: int = 0  # sampled, during the flood
+    expiry_peak: int = 0  # sampled, from the flood's end to the expiry's
+    peak: int = 0  # VmHWM: the kernel's peak over the whole run
+    after_rss: int = 0
+    state_keys: float = 0.0  # RocksDB's estimates at the flood's end
+    state_bytes: float = 0.0
+    flood_disk: int = 0
+    after_disk: int = 0
+    compacted_disk: int = 0
+    expired: float = 0.0
+    expiry_seconds: float = 0.0
+    live: int = 0
 
 
-def flood_candidates(template: Candidate, keys: int, start_ns: int, prefix: str = "flood") -> Iterator[Candidate]:
-    """``keys`` stage-1 candidates, each with its own process entity, spread over one minute of event time."""
-    doc = template.event
-    for index in range(keys):
-        host_id = str(uuid.UUID(bytes=hashlib.md5(b"host%d" % (index % FLOOD_HOSTS)).digest()))
-        entity = base64.b64encode(hashlib.blake2b(f"{prefix}{index}".encode(), digest_size=36).digest()).decode()
-        event = {**doc, "host": {**doc["host"], "id": host_id}, "process": {**doc["process"], "entity_id": entity}}
-        yield Candidate(
-            template.rule_id, (host_id, entity), (0,), start_ns + index * FLOOD_SPAN_NS // keys,
-            f"{prefix}-{index}", event, host_id, "bench",
-        )
-
-
-def measure_memory(
-    bootstrap: str, rules: list[CompiledRule], keys: int, service_keys: int, seed: int, *, single_record_batches: bool
-) -> Part:
-    """A flood of ``service_keys`` keys through the service and one of ``keys`` keys through its state code."""
-    part = _service_flood(bootstrap, rules, service_keys, seed, single_record_batches)
-    part.title = f"Sequence stage memory: a flood of {keys:,} distinct stage-1 keys within one minute"
-    _state_flood(part, keys, seed)
-    return part
-
-
-def _state_flood(part: Part, keys: int, seed: int) -> None:
-    """``bench.state_flood`` in a subprocess (its own peak RSS); adds its rows and the estimate for the service."""
-    with tempfile.TemporaryDirectory(prefix="bench-state-flood-") as work:
-        result_path = Path(work) / "result.json"
-        started = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "bench.state_flood", "--keys", str(keys), "--dir", str(Path(work) / "db"),
-             "--result", str(result_path), "--seed", str(seed)],
-            cwd=ROOT, check=True, timeout=3600,
-        )
-        seconds = time.perf_counter() - started
-        result = json.loads(result_path.read_text())
-    state_growth = result["peak_rss"] - result["start_rss"]
-    estimate = part.figures["service_peak_mb"] * MB + state_growth
-    part.figures.update(peak_rss_mb=estimate / MB, state_peak_mb=result["peak_rss"] / MB, live_keys=result["live"],
-                        state_keys=keys)
-    part.rows.insert(0, ("**peak RSS of the sequence stage for the full flood (estimate)**",
-                         f"**{estimate / MB:,.0f} MB** = the service's peak in its own flood below "
-                         f"({part.figures['service_peak_mb']:,.0f} MB) + the state's growth at {keys:,} keys "
-                         f"({state_growth / MB:,.0f} MB)"))
-    part.rows.insert(1, (f"state code alone, {keys:,} keys (`bench.state_flood`: engine + RocksDB, in-process)",
-                         f"RSS {result['start_rss'] / MB:,.0f} MB at start → {result['flood_rss'] / MB:,.0f} MB "
-                         f"after the flood (peak {result['peak_rss'] / MB:,.0f} MB), {result['after_rss'] / MB:,.0f} "
-                         f"MB after expiry; on disk {result['flood_disk'] / MB:,.0f} MB → "
-                         f"{result['after_disk'] / MB:,.0f} MB (deletes are tombstones until compaction); "
-                         f"{result['expired']:,} keys expired, {result['live']} left (the advancing keys); "
-                         f"{seconds:.0f} s"))
-
-
-def _service_flood(
-    bootstrap: str, rules: list[CompiledRule], keys: int, seed: int, single_record_batches: bool
-) -> Part:
-    """The flood against a ``--role sequence`` subprocess; see the module docstring."""
-    part = Part("memory", "")
-    template = _template(rules, seed)
-    name = f"memory-{uuid.uuid4().hex[:8]}"
-    settings = bench_settings(bootstrap, f"{name}-input", name).model_copy(
-        update={"single_record_batches": single_record_batches})
-    changelog = f"{settings.consumer_group}-sequence-{STATE_TABLE}-changelog"
+def measure_memory(rules: list[CompiledRule], keys: int, seed: int) -> Part:
+    """The flood through a sequence process (see the module docstring)."""
+    part = Part("memory", f"Sequence stage memory: a flood of {keys:,} distinct stage-1 keys within one minute")
+    template = templates(rules, seed).first
+    name = f"bench-memory-{uuid.uuid4().hex[:8]}"
+    with EmbeddedBroker(cluster_id=KAFKA_LIKE_CLUSTER) as broker, tempfile.TemporaryDirectory() as data_dir:
+        settings = prepare(broker.bootstrap_servers, name, Path(data_dir))
+        readings = _flood_and_expire(broker.bootstrap_servers, settings, template, keys, name)
+    options = settings.detection_options()
     partitions = settings.candidates_partitions
-    ensure_topics(settings, {settings.candidates_topic: partitions, changelog: partitions})
-    horizon_ns = settings.allowed_lateness_ns + FLOOD_SPAN_NS + settings.order_tolerance_ns
-    start_ns = template.timestamp_ns
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": 1,
-                         "queue.buffering.max.kbytes": 1_048_576})
-
-    def send(candidate: Candidate, partition: int | None = None) -> None:
-        value = encode_candidate(candidate, time.time_ns())
-        extra = {} if partition is None else {"partition": partition}
-        while True:
-            try:
-                producer.produce(settings.candidates_topic, value, key=candidate_key(candidate), **extra)
-                return
-            except BufferError:
-                producer.poll(0.05)
-
-    profile: list[str | None] = []
-    profile_path = OUT / "profiles" / "sequence-flood.txt"
-    profile_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="bench-memory-") as data_dir:
-        service = start("sequence", settings, Path(data_dir), name)
-        counter = _ChangelogCounter(bootstrap, changelog, partitions)
-        sampler = _Sampler(service)
-        try:
-            # One key first: once its state is written the worker has its partitions and the flood is timed alone.
-            send(next(flood_candidates(template, 1, start_ns, prefix="warm-up")))
-            producer.flush(30)
-            counter.wait(service, lambda: counter.records >= 1, WARMUP_TIMEOUT_S)
-            flood_started = time.perf_counter()
-            profile_s = min(PROFILE_S, max(3.0, keys / 1000))
-            profiler = threading.Thread(target=lambda: profile.append(py_spy(service.pid, profile_s, profile_path)),
-                                        daemon=True)
-            profiler.start()
-            for candidate in flood_candidates(template, keys, start_ns):
-                send(candidate)
-            producer.flush(300)
-            counter.wait(service, lambda: counter.records >= 1 + keys, FLOOD_TIMEOUT_S)
-            flood_seconds = time.perf_counter() - flood_started
-            flood_peak = sampler.peak
-            flood_disk = _du(Path(data_dir))
-            # Events past the horizon from `quorum` hosts on every partition: each partition has its own watermark.
-            later = start_ns + FLOOD_SPAN_NS + horizon_ns + 60 * NS_PER_S
-            for partition in range(partitions):
-                for host in range(settings.watermark_quorum):
-                    send(Candidate(template.rule_id, (f"advance-{host}", f"p{partition}"), (0,), later,
-                                   f"advance-{partition}-{host}", template.event, f"advance-{host}", "bench"), partition)
-            producer.flush(60)
-            expiry_started = time.perf_counter()
-            counter.wait(service, lambda: counter.tombstones >= 1 + keys, FLOOD_TIMEOUT_S)
-            profiler.join(PROFILE_S + 10)
-            expiry_seconds = time.perf_counter() - expiry_started
-            time.sleep(2)
-            after_rss, peak = rss_bytes(service.pid)
-            after_disk = _du(Path(data_dir))
-        finally:
-            sampler.stop()
-            counter.close()
-            service.stop()
-        live, compacted = _live_keys_and_compact(Path(data_dir))
-    advancing = settings.watermark_quorum * partitions
-    per_key = _engine_index_bytes(template, min(keys, INDEX_SAMPLE_KEYS))
-    part.figures.update(service_peak_mb=peak / MB, flood_peak_mb=flood_peak / MB, after_rss_mb=after_rss / MB,
-                        flood_disk_mb=flood_disk / MB, service_live_keys=live, advancing_keys=advancing,
-                        index_bytes_per_key=per_key, absorb_rate=keys / flood_seconds)
-    part.row("service flood", f"{keys:,} candidates (≈{len(encode_candidate(template, 0)):,} B each) over 1 min of event "
-             f"time from {FLOOD_HOSTS} hosts, sent straight to the candidates topic; all state written "
-             f"{flood_seconds:.0f} s after the first was sent: **{keys / flood_seconds:,.0f} keys/s absorbed**")
-    part.row("peak RSS (VmHWM, whole run)", f"**{peak / MB:,.0f} MB** (sampled peak during the flood "
-             f"{flood_peak / MB:,.0f} MB)")
-    part.row("state on disk at the end of the flood", f"{flood_disk / MB:,.0f} MB (RocksDB, {partitions} partitions)")
-    part.row("expiry", f"{settings.watermark_quorum} hosts × {partitions} partitions dated past the horizon "
-             f"({horizon_ns / NS_PER_S:.0f} s); all {keys + 1:,} keys deleted (changelog tombstones) in "
-             f"{expiry_seconds:.0f} s")
-    part.row("after expiry", f"RSS {after_rss / MB:,.0f} MB; keys left in the state store: {live:,} "
-             f"(the {advancing} advancing keys: {'yes' if live == advancing else 'NO'}); "
-             f"on disk {after_disk / MB:,.0f} MB, {compacted / MB:,.0f} MB after a RocksDB compaction")
-    part.row("engine's own memory per key (its expiry index)", f"{per_key:,.0f} B/key (tracemalloc over "
-             f"{min(keys, INDEX_SAMPLE_KEYS):,} keys, in-process, over a store that keeps nothing)")
-    if profile and profile[0]:
-        part.notes.append(f"Where the sequence stage spends the flood (py-spy, {profile_s:.0f} s from the flood's "
-                          f"start; bench/out/profiles/{profile_path.name}):\n\n```\n{profile[0]}\n```")
-    log(f"memory: peak RSS {peak / MB:,.0f} MB, after expiry {after_rss / MB:,.0f} MB, keys left {live}")
+    advancing = options.watermark_quorum * partitions
+    per_key = _engine_index_bytes(template, options, min(keys, INDEX_SAMPLE_KEYS))
+    # What RocksDB may hold in memory by the settings: a block cache and two write buffers per partition.
+    rocksdb_budget = partitions * (settings.rocksdb_block_cache + 2 * settings.rocksdb_write_buffer)
+    part.figures.update(
+        peak_rss_mb=readings.peak / MB,
+        start_rss_mb=readings.start_rss / MB,
+        flood_peak_mb=readings.flood_peak / MB,
+        expiry_peak_mb=readings.expiry_peak / MB,
+        after_rss_mb=readings.after_rss / MB,
+        rocksdb_budget_mb=rocksdb_budget / MB,
+        index_mb=per_key * keys / MB,
+        live_keys=readings.live,
+        advancing_keys=advancing,
+        absorb_rate=readings.flood.rate,
+    )
+    flood = readings.flood
+    part.row(
+        "flood",
+        f"{keys:,} candidates (≈{len(template.event_json):,} B of event each) over 1 min of event time from 500 "
+        f"hosts, packed into the candidates topic beforehand; as on Apache Kafka (cluster id `{KAFKA_LIKE_CLUSTER}`); "
+        f"**{flood.rate:,.0f} keys/s absorbed** (`{HANDLED}`, {flood.wall:.0f} s)",
+    )
+    part.row(
+        "**peak RSS (VmHWM, whole run)**",
+        f"**{readings.peak / MB:,.0f} MB**; sampled every 0.2 s: {readings.start_rss / MB:,.0f} MB at the first "
+        f"candidate, at most {readings.flood_peak / MB:,.0f} MB during the flood and "
+        f"{readings.expiry_peak / MB:,.0f} MB during the expiry",
+    )
+    part.row(
+        "what the settings let RocksDB and the engine hold",
+        f"RocksDB up to {rocksdb_budget / MB:,.0f} MB ({partitions} partitions × (block cache "
+        f"{settings.rocksdb_block_cache / MIB:,.0f} MiB + 2 write buffers of {settings.rocksdb_write_buffer / MIB:,.0f} "
+        f"MiB)); the engine's expiry index {per_key * keys / MB:,.0f} MB ({per_key:,.0f} B/key, measured in-process "
+        f"with tracemalloc over {min(keys, INDEX_SAMPLE_KEYS):,} keys and a store that keeps nothing)",
+    )
+    part.row(
+        "state at the end of the flood",
+        f"{readings.state_keys:,.0f} keys, {readings.state_bytes / MB:,.0f} MB (RocksDB's estimates, memtables "
+        f"included); {readings.flood_disk / MB:,.0f} MB on disk in {partitions} partitions",
+    )
+    part.row(
+        "expiry",
+        f"{options.watermark_quorum} hosts × {partitions} partitions dated past the horizon; {readings.expired:,.0f} "
+        f"keys expired (`{EXPIRED}`) {readings.expiry_seconds:.0f} s after they were sent",
+    )
+    part.row(
+        "after expiry",
+        f"RSS {readings.after_rss / MB:,.0f} MB; keys left in the state store: {readings.live:,} (the {advancing} "
+        f"advancing keys: {'yes' if readings.live == advancing else 'NO'}); on disk {readings.after_disk / MB:,.0f} "
+        f"MB, {readings.compacted_disk / MB:,.0f} MB after a RocksDB compaction",
+    )
+    log(f"memory: peak RSS {readings.peak / MB:,.0f} MB, after expiry {readings.after_rss / MB:,.0f} MB")
     return part
 
 
-class _ChangelogCounter:
-    """Counts the records and tombstones of the state changelog in a thread: the stage's progress."""
+def _flood_and_expire(bootstrap: str, settings: ServiceSettings, template: Candidate, keys: int, name: str) -> Readings:
+    """Pack the flood, let a sequence process absorb it, then expire it; the process's readings throughout."""
+    data_dir = settings.data_dir
+    producer = bulk_producer(bootstrap, **{"compression.type": "lz4"})
+    writer = FloodWriter(producer, settings.candidates_topic, settings.candidates_partitions)
+    started = time.perf_counter()
+    for candidate in flood(template, keys, template.timestamp_ms, SPAN_MS):
+        writer.add(candidate)
+    writer.flush()
+    producer.flush(300)
+    log(f"packed {keys:,} candidates in {time.perf_counter() - started:.0f} s")
+    service = start("sequence", settings, name)
+    sampler = _Sampler(service)
+    try:
+        start_rss: list[int] = []
+        window = follow(service, handled, keys, on_start=lambda: start_rss.append(rss_bytes(service.pid)[0]))
+        readings = Readings(window, start_rss=start_rss[0])
+        time.sleep(2)  # the last batch's state is written after its candidates are counted
+        readings.flood_peak = sampler.take_peak()
+        metrics = service.metrics()
+        readings.state_keys = metrics.get("eqlstream_state_keys", 0.0)
+        readings.state_bytes = metrics.get("eqlstream_state_size_bytes", 0.0)
+        readings.flood_disk = _du(data_dir)
+        # Past the horizon, from `quorum` hosts, on every partition: each partition has its own watermark.
+        options = settings.detection_options()
+        later = template.timestamp_ms + SPAN_MS + options.allowed_lateness_ms + options.order_tolerance_ms + 120_000
+        for partition in range(settings.candidates_partitions):
+            hosts = range(options.watermark_quorum)
+            writer.send_to(partition, [_advancing(template, partition, host, later) for host in hosts])
+        producer.flush(60)
+        expiry_started = time.perf_counter()
+        readings.expired = follow(service, lambda s: s.total(EXPIRED), keys).last
+        readings.expiry_seconds = time.perf_counter() - expiry_started
+        time.sleep(2)
+        readings.expiry_peak = sampler.take_peak()
+        readings.after_rss, readings.peak = rss_bytes(service.pid)
+        readings.after_disk = _du(data_dir)
+    finally:
+        sampler.stop()
+        service.stop()  # a clean stop: the state is read from its databases next
+    readings.live, readings.compacted_disk = _live_keys_and_compact(data_dir)
+    return readings
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
-        self.records = 0
-        self.tombstones = 0
-        self._stop = threading.Event()
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex[:8]}",
-                                   "enable.auto.commit": False, "fetch.wait.max.ms": 50})
-        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for message in self._consumer.consume(10_000, 0.1):
-                if message.error() is None:
-                    if message.value() is None:
-                        self.tombstones += 1
-                    else:
-                        self.records += 1
-        self._consumer.close()
-
-    def wait(self, service: Service, done: Callable[[], bool], timeout: float) -> None:
-        deadline = time.perf_counter() + timeout
-        while not done():
-            service.check()
-            if time.perf_counter() > deadline:
-                raise RuntimeError(f"timed out: {self.records:,} state records, {self.tombstones:,} deletions")
-            time.sleep(0.2)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
+def _advancing(template: Candidate, partition: int, host: int, timestamp_ms: int) -> Candidate:
+    """A candidate of host ``host`` dated ``timestamp_ms``, keyed apart for ``partition``."""
+    return dataclasses.replace(
+        template,
+        key=(f"advance-{host}", f"p{partition}"),
+        event_id=f"advance-{partition}-{host}",
+        timestamp_ms=timestamp_ms,
+        watermark_host=f"advance-{host}",
+    )
 
 
 class _Sampler:
@@ -261,19 +193,24 @@ class _Sampler:
     def __init__(self, service: Service) -> None:
         self.service = service
         self.peak = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(0.2):
+        while not self._halt.wait(0.2):
             try:
                 self.peak = max(self.peak, rss_bytes(self.service.pid)[0])
             except OSError:
                 return
 
+    def take_peak(self) -> int:
+        """The peak since the last call (or the start)."""
+        peak, self.peak = self.peak, 0
+        return peak
+
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self._thread.join(5)
 
 
@@ -307,21 +244,24 @@ class _NullStore:
     def delete(self, key: str) -> None:
         pass
 
-    def items(self):  # noqa: ANN201
+    def items(self) -> Iterator[tuple[str, KeyState]]:
         return iter(())
 
 
-def _engine_index_bytes(template: Candidate, keys: int) -> float:
+def _engine_index_bytes(template: Candidate, options: DetectionOptions, keys: int) -> float:
     """Bytes the engine itself keeps per distinct key, over ``keys`` stage-1 candidates (tracemalloc)."""
-    settings = Settings()
     engine = SequenceEngine(
-        rule_id=template.rule_id, stage_count=2, maxspan_ns=FLOOD_SPAN_NS, store=_NullStore(),
-        allowed_lateness_ns=settings.allowed_lateness_ns, watermark=Watermark(settings.watermark_quorum),
+        rule_id=template.rule_id,
+        stage_count=2,
+        maxspan_ms=SPAN_MS,
+        store=_NullStore(),
+        allowed_lateness_ms=options.allowed_lateness_ms,
+        watermark=Watermark(options.watermark_quorum),
     )
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    for candidate in flood_candidates(template, keys, template.timestamp_ns):
+    for candidate in flood(template, keys, template.timestamp_ms, SPAN_MS):
         engine.process(candidate)
     gc.collect()
     grown = tracemalloc.get_traced_memory()[0] - before

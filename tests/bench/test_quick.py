@@ -41,7 +41,10 @@ def test_quick_run_reports_every_part(tmp_path: Path) -> None:
     before = committed.read_bytes() if committed.exists() else None
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--results", str(results)],
-        cwd=ROOT, capture_output=True, text=True, timeout=1150,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1150,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     text = results.read_text()

@@ -24,8 +24,10 @@ CHART = REPO / "helm" / "eqlstream"
 CI_VALUES = sorted((REPO / "helm" / "ci").glob("*.yaml"))
 CRD_VALIDATOR = Path(__file__).with_name("validate-crds.mjs")
 # A real rule file for the values that mount rules from a ConfigMap (helm --set-file).
-RULE_FILE = REPO / "app" / "rule" / "files" / "incoming_dcom_lateral_movement_via_mshta_current.toml"
+RULE_FILE = REPO / "app" / "core" / "rule" / "files" / "incoming_dcom_lateral_movement_via_mshta_current.toml"
 EXTRA_ARGS = {"mode-all.yaml": ["--set-file", f"rules.files.mshta\\.toml={RULE_FILE}"]}
+# The image the CI values files name: the chart has no default (nobody publishes one).
+IMAGE_REPOSITORY = "registry.example.com/security/eqlstream"
 
 
 def tool(name: str) -> str:
@@ -96,15 +98,20 @@ class Rendered:
         return found[0]
 
 
-def helm_template(*args: str) -> subprocess.CompletedProcess[str]:
-    """``helm template eqlstream <chart> ARGS`` (release name ``eqlstream``, namespace ``detection``)."""
-    return run([tool("helm"), "template", "eqlstream", str(CHART), "--namespace", "detection", *args])
+def helm_template(*args: str, image: bool = True) -> subprocess.CompletedProcess[str]:
+    """``helm template eqlstream <chart> ARGS`` (release name ``eqlstream``, namespace ``detection``).
+
+    ``image``: without a values file, set the one value the chart has no default for, as every CI
+    values file does (``--set`` would override a values file's, so it is not added to those).
+    """
+    extra = ["--set", f"image.repository={IMAGE_REPOSITORY}"] if image and "--values" not in args else []
+    return run([tool("helm"), "template", "eqlstream", str(CHART), "--namespace", "detection", *extra, *args])
 
 
-def render(*args: str) -> Rendered:
+def render(*args: str, image: bool = True) -> Rendered:
     """Render the chart, fail on any error, and parse it through the CRD validator (which checks
-    every custom resource against its schema on the way)."""
-    result = helm_template(*args)
+    every custom resource against its schema on the way). ``image`` as for ``helm_template``."""
+    result = helm_template(*args, image=image)
     assert result.returncode == 0, f"helm template failed:\n{result.stderr}"
     parsed = run([node(), str(CRD_VALIDATOR), str(TOOLS / "npm")], stdin=result.stdout)
     assert parsed.returncode == 0, f"custom resources do not match their CRD schemas:\n{parsed.stderr}"

@@ -24,6 +24,7 @@ from tests.deploy.helpers import (
     TOOLS,
     Rendered,
     helm_template,
+    load_yaml,
     node,
     render,
     run,
@@ -153,6 +154,14 @@ def test_every_custom_resource_kind_is_exercised(rendered: Callable[[Path | None
         (["--set", "sequence.resources.limits=null"], "/sequence/resources"),
         (["--set", "ingest.terminationGracePeriodSeconds=10"], "/ingest/terminationGracePeriodSeconds"),
         (["--set", "image.digest=latest"], "/image/digest"),
+        (["--set", "config.singleRecordBatches=true"], "additional properties 'singleRecordBatches' not allowed"),
+        (["--set-string", "config.sessionTimeout=45000us"], "/config/sessionTimeout"),
+        (["--set-string", "config.candidatesRetention=1w"], "/config/candidatesRetention"),
+        (["--set", "config.topicReplicationFactor=0"], "/config/topicReplicationFactor"),
+        (["--set", "config.maxJoinKeys=0"], "/config/maxJoinKeys"),
+        (["--set", "config.alertsIndex=Eqlstream-Alerts"], "/config/alertsIndex"),
+        (["--set", "config.logFormat=ecs"], "/config/logFormat"),
+        (["--set", "metrics.podMonitor.interval=1.5s"], "/metrics/podMonitor/interval"),
         (["--set-string", "rules.files.rule\\.txt=x"], "invalid propertyName 'rule.txt'"),
     ],
     ids=lambda value: value if isinstance(value, str) else " ".join(value),
@@ -203,6 +212,10 @@ def test_schema_rejects_bad_values(args: list[str], message: str) -> None:
         ),
         (["--set", "rules.path=/r.toml", "--set-string", "rules.files.a\\.toml=x"], "set rules.path or rules.files"),
         (["--set", "mode=all", "--set", "sequence.autoscaling.enabled=true"], "autoscaling is for mode=split"),
+        (
+            ["--set", "config.topicReplicationFactor=1"],
+            "config.topicMinInsyncReplicas=2 exceeds config.topicReplicationFactor=1",
+        ),
     ],
     ids=lambda value: value if isinstance(value, str) else " ".join(value),
 )
@@ -210,6 +223,20 @@ def test_inconsistent_values_fail_with_the_value_to_change(args: list[str], mess
     result = helm_template(*args)
     assert result.returncode != 0, f"{args} rendered:\n{result.stdout[:500]}"
     assert message in result.stderr
+
+
+def test_an_install_without_an_image_fails_at_once_and_says_what_to_do() -> None:
+    """Nobody publishes the image: a default would only give pods stuck in ImagePullBackOff."""
+    refused = helm_template(image=False)
+    assert refused.returncode != 0
+    assert "image.repository is required: the chart ships no image" in refused.stderr
+    assert 'docs/deploy.md, "Build the image"' in refused.stderr
+    # helm lint treats a missing required value as information, but names it
+    linted = run([tool("helm"), "lint", "--strict", str(CHART)])
+    assert "image.repository is required" in linted.stdout + linted.stderr
+    given = helm_template("--set", "image.repository=registry.example.com/eqlstream", image=False)
+    assert given.returncode == 0, given.stderr
+    assert "image: registry.example.com/eqlstream:0.2.0" in given.stdout
 
 
 def test_helm_lint_applies_the_schema_too() -> None:
@@ -318,6 +345,44 @@ def test_probes_use_the_health_endpoints(rendered: Callable[[Path | None], Rende
         assert probes["startup"]["periodSeconds"] * probes["startup"]["failureThreshold"] >= 600
         # Longer than the ~30 s worst clean shutdown (drain, commit, leave the group, flush).
         assert sts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 30
+
+
+MIB = 1024 * 1024
+# What a sequence process holds beyond RocksDB: Python, the rules and the engine's index. The
+# README's memory bench estimates a 556 MB peak for a 1,000,000-key flood, all of it counted here
+# as if none were RocksDB's.
+BEYOND_ROCKSDB = 530 * MIB
+
+
+def quantity(value: str) -> int:
+    """A Kubernetes memory quantity in bytes (the binary suffixes the chart uses)."""
+    factors = {"Ki": 1024, "Mi": MIB, "Gi": 1024 * MIB}
+    suffix = value[-2:]
+    return int(value[:-2]) * factors[suffix] if suffix in factors else int(value)
+
+
+@pytest.mark.parametrize("values_file", [CI["defaults"], CI["mode-all"]], ids=["split", "all"])
+def test_memory_limits_cover_rocksdb_at_its_worst(
+    rendered: Callable[[Path | None], Rendered], values_file: Path
+) -> None:
+    """RocksDB holds, per state partition on a pod (active or standby: each partition at most
+    once), its block cache and two write buffers; the limit must cover all of them at once, plus
+    the rest of the process, or a flood of new keys ends in an OOM kill."""
+    manifests = rendered(values_file)
+    data = config_data(manifests)
+    partitions = int(data["EQLSTREAM_CANDIDATES_PARTITIONS"])
+    per_partition = int(data["EQLSTREAM_ROCKSDB_BLOCK_CACHE"]) + 2 * int(data["EQLSTREAM_ROCKSDB_WRITE_BUFFER"])
+    rocksdb = partitions * per_partition
+    assert rocksdb == 384 * MIB  # 8 x (16 + 2 x 16) MiB, as docs/deploy.md states
+    (values,) = load_yaml((CHART / "values.yaml").read_text())
+    ingest_share = quantity(values["ingest"]["resources"]["limits"]["memory"]) if values_file == CI["mode-all"] else 0
+    stateful = [sts for sts in workloads(manifests) if env(sts)["EQLSTREAM_ROLE"]["value"] != "ingest"]
+    assert stateful
+    for sts in stateful:
+        resources = container(sts)["resources"]
+        assert quantity(resources["limits"]["memory"]) >= rocksdb + BEYOND_ROCKSDB + ingest_share
+        # the scheduler reserves at least what RocksDB alone may come to hold
+        assert quantity(resources["requests"]["memory"]) >= rocksdb
 
 
 def test_one_disruption_at_a_time_per_stage(rendered: Callable[[Path | None], Rendered]) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from app.settings import Settings
+from app.settings import ServiceSettings
 from tests.deploy.helpers import REPO, run, tool
 
 DOCKERFILE = REPO / "Dockerfile"
@@ -56,7 +56,7 @@ def test_runs_as_uid_10001_under_tini_with_the_service_port() -> None:
     (command,) = [json.loads(rest) for keyword, rest in final if keyword == "CMD"]
     assert command == ["eqlstream", "run"]
     (port,) = [rest for keyword, rest in final if keyword == "EXPOSE"]
-    assert int(port) == Settings.model_fields["web_port"].default
+    assert int(port) == ServiceSettings.model_fields["web_port"].default
 
 
 def test_build_context_holds_only_what_the_build_copies() -> None:

@@ -1,5 +1,5 @@
 """The alerting rules: promtool accepts them and their unit tests pass, they read only metrics
-that docs/metrics.md defines, and the chart's PrometheusRule carries exactly these rules."""
+the service exports, and the chart's PrometheusRule carries exactly these rules."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.deploy.helpers import CHART, CI_VALUES, REPO, Rendered, load_yaml, run, tool
+from app.core.model import RejectReason
+from tests.deploy.helpers import CHART, CI_VALUES, Rendered, load_yaml, run, tool
+from tests.deploy.service_metrics import exported_metrics, series_names, unknown_labels
 
 RULES = CHART / "files" / "prometheus-rules.yaml"
 RULE_TESTS = Path(__file__).with_name("prometheus-rules.test.yaml")
-HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
 def alerting_rules() -> list[dict]:
@@ -37,13 +38,23 @@ def test_every_alert_has_a_unit_test_that_fires_it() -> None:
         assert re.search(rf"alertname: {rule['alert']}\n\s+exp_alerts:\n\s+- exp_labels:", tests), rule["alert"]
 
 
-def test_rules_read_only_documented_metrics() -> None:
-    documented = set(re.findall(r"^\| `(eqlstream_[a-z_]+)`", (REPO / "docs" / "metrics.md").read_text(), re.M))
-    assert documented, "docs/metrics.md lists no metric"
+def test_rules_read_only_exported_metrics_labels_and_reasons() -> None:
+    """A renamed metric, label or rejection reason would leave an alert that can never fire."""
+    exported = series_names(exported_metrics())
+    reasons = {reason.value for reason in RejectReason}
     for rule in alerting_rules():
         for name in re.findall(r"\beqlstream_[a-z_]+\b", rule["expr"]):
-            base = next((name.removesuffix(s) for s in HISTOGRAM_SUFFIXES if name.removesuffix(s) in documented), name)
-            assert base in documented, f"{rule['alert']} reads {name}, which docs/metrics.md does not define"
+            assert name in exported, f"{rule['alert']} reads {name}, which the service does not export"
+        for reason in re.findall(r'reason="([^"]+)"', rule["expr"]):
+            assert reason in reasons, f"{rule['alert']} reads the rejection reason {reason}, which does not exist"
+        assert not unknown_labels(rule["expr"]), f"{rule['alert']} reads labels {unknown_labels(rule['expr'])}"
+
+
+def test_unit_tests_feed_only_exported_series() -> None:
+    """A unit test on a series the service never exports proves nothing about production."""
+    exported = series_names(exported_metrics())
+    fed = set(re.findall(r"series: '(eqlstream_[a-z_]+)\{", RULE_TESTS.read_text()))
+    assert fed and fed <= exported.keys(), fed - exported.keys()
 
 
 def test_every_alert_says_how_bad_and_what_happened() -> None:

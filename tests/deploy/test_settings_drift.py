@@ -1,5 +1,5 @@
 """The chart and the service agree on their settings: every EQLSTREAM_* variable the chart renders
-is a field of ``app.settings.Settings`` with a value it accepts, every field can be set through
+is a field of ``app.settings.ServiceSettings`` with a value it accepts, every field can be set through
 the chart, the chart's defaults are the service's (or a documented Kubernetes choice), and
 docs/deploy.md lists them all. A new setting, a renamed one or a changed default fails here
 until the chart, its schema and the guide follow.
@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 import app
-from app.settings import Settings
+from app.core.timeparse import parse_duration
+from app.settings import ServiceSettings
 from tests.deploy.helpers import CHART, CI_VALUES, REPO, Rendered, load_yaml
 
-FIELDS = {f"EQLSTREAM_{name.upper()}": name for name in Settings.model_fields}
+FIELDS = {f"EQLSTREAM_{name.upper()}": name for name in ServiceSettings.model_fields}
+# The fields' defaults as the service writes them (model_construct reads no environment).
+DEFAULTS = ServiceSettings.model_construct().to_environment()
 # Where the chart's default deliberately differs from the service's, and why.
 KUBERNETES_DEFAULTS = {
     "EQLSTREAM_KAFKA_BOOTSTRAP_SERVERS": "kafka:9092",  # a Kafka Service in the namespace, not localhost
@@ -40,13 +42,20 @@ def rendered_variables(manifests: Rendered) -> dict[str, Any]:
     return variables
 
 
-def as_environment(value: Any) -> str:
-    """A setting's value as Settings.to_environment() writes it."""
-    if isinstance(value, SecretStr):
-        return value.get_secret_value()
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+def service_reading(literal: dict[str, str]) -> dict[str, str]:
+    """The rendered literal variables as the service reads them, written back the way
+    ``ServiceSettings.to_environment()`` writes them (durations in their canonical unit)."""
+    settings = ServiceSettings(**{FIELDS[name]: value for name, value in literal.items()})
+    return {name: settings.to_environment()[name] for name in literal}
+
+
+def is_duration(name: str) -> bool:
+    """Whether the service writes the setting as a duration (its default reads as one)."""
+    try:
+        parse_duration(DEFAULTS[name])
+    except ValueError:
+        return False
+    return True
 
 
 @pytest.mark.parametrize("values_file", CI_VALUES, ids=[path.stem for path in CI_VALUES])
@@ -55,7 +64,7 @@ def test_every_rendered_variable_is_a_setting(rendered: Callable[[Path | None], 
     names = set(rendered_variables(manifests))
     for workload in manifests.documents:
         names |= set(re.findall(r"\bEQLSTREAM_[A-Z0-9_]+\b", str(workload)))
-    assert names - FIELDS.keys() == set(), "rendered by the chart but unknown to app.settings.Settings"
+    assert names - FIELDS.keys() == set(), "rendered by the chart but unknown to app.settings.ServiceSettings"
 
 
 def test_every_setting_can_be_set_through_the_chart(rendered: Callable[[Path | None], Rendered]) -> None:
@@ -74,18 +83,28 @@ def test_the_service_accepts_every_rendered_value(
     literal = {
         name: value for name, value in rendered_variables(rendered(values_file)).items() if isinstance(value, str)
     }
-    settings = Settings(**{FIELDS[name]: value for name, value in literal.items()})
+    read = service_reading(literal)
     # and reads back what was written: no number turned into 1.6777216e+07, no bool into "True"
-    assert {name: settings.to_environment()[name] for name in literal} == literal
+    # (a duration may come back in another unit: 0s is 0ms)
+    assert {name: value for name, value in read.items() if not is_duration(name)} == {
+        name: value for name, value in literal.items() if not is_duration(name)
+    }
 
 
 def test_chart_defaults_are_the_service_defaults(rendered: Callable[[Path | None], Rendered]) -> None:
-    variables = rendered_variables(rendered(None))
-    for name, value in variables.items():
-        if not isinstance(value, str) or name in ("EQLSTREAM_ROLE",):
-            continue
-        expected = KUBERNETES_DEFAULTS.get(name, as_environment(Settings.model_fields[FIELDS[name]].default))
-        assert value == expected, f"{name}: the chart renders {value!r}, the service's default is {expected!r}"
+    literal = {
+        name: value
+        for name, value in rendered_variables(rendered(None)).items()
+        if isinstance(value, str) and name != "EQLSTREAM_ROLE"
+    }
+    read = service_reading(literal)
+    for name, value in read.items():
+        if name in KUBERNETES_DEFAULTS:
+            assert literal[name] == KUBERNETES_DEFAULTS[name], name
+        else:
+            assert value == DEFAULTS[name], (
+                f"{name}: the chart renders {literal[name]!r}, the default is {DEFAULTS[name]!r}"
+            )
 
 
 def test_every_value_and_setting_is_in_the_deploy_guide() -> None:

@@ -28,8 +28,11 @@ def _replay(*args: str, cwd: Path) -> list[bytes]:
 
 @pytest.fixture(scope="session")
 def demo_alerts() -> list[bytes]:
-    """The alert documents (NDJSON lines) of the bundled demo scenario: 2 matches, 6 documents."""
-    return _replay("demo/scenario.ndjson", cwd=ROOT)
+    """The alert documents (NDJSON lines) of the bundled demo scenario: for each match two building
+    blocks, then the shell."""
+    alerts = _replay("demo/scenario.ndjson", cwd=ROOT)
+    assert len(alerts) >= 6 and len(alerts) % 3 == 0, "the demo scenario should give at least two matches"
+    return alerts
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +43,7 @@ def fleet_alerts(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
         [
             sys.executable,
             "-m",
-            "app.synthetic",
+            "eqlstream_dev.synthetic",
             "--seed",
             "7",
             "--events",

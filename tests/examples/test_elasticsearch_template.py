@@ -3,7 +3,8 @@
 The required fields and their types are read from ``schemas/alert.schema.json`` (the contract the
 service's records are validated against), not from a list kept here; then real alert documents
 (replayed from every source shape) are checked against the explicit mappings, value by value, as
-Elasticsearch would parse them.
+Elasticsearch would parse them. The fields the Kibana promotion rule reads keep the types Kibana's
+own alerts index gives them, and the template's final pipeline stamps the ingest time it runs on.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 from tests.examples.conftest import EXAMPLES, ROOT
 
 TEMPLATE = json.loads((EXAMPLES / "elasticsearch" / "eqlstream-alerts.index-template.json").read_text())
+PIPELINE = json.loads((EXAMPLES / "elasticsearch" / "eqlstream-alerts.ingest-pipeline.json").read_text())
 SCHEMA = json.loads((ROOT / "schemas" / "alert.schema.json").read_text())
 MAPPINGS = TEMPLATE["template"]["mappings"]
 
@@ -99,7 +101,7 @@ def test_every_schema_field_is_mapped_with_a_compatible_type(path: str, schema: 
 
 
 def test_template_is_composable_and_keeps_the_rest_of_the_event() -> None:
-    assert TEMPLATE["index_patterns"] == ["eqlstream-alerts*"]
+    assert TEMPLATE["index_patterns"] == ["eqlstream-alerts-*"]
     assert set(TEMPLATE) <= {"index_patterns", "priority", "template", "composed_of", "_meta", "data_stream", "version"}
     assert MAPPINGS.get("dynamic", True) is True  # every source field of the event copy is kept and searchable
     assert MAPPINGS["date_detection"] is False  # raw Sysmon strings like UtcTime must not turn a field into a date
@@ -122,6 +124,44 @@ def test_ecs_fields_the_rule_and_analysts_use_have_their_ecs_types() -> None:
         "kibana.alert.original_time": "date",
     }
     assert {path: _mapping(path)["type"] for path in expected} == expected
+
+
+def test_the_fields_kibana_reads_have_the_types_of_kibanas_alerts_index() -> None:
+    """The promotion rule filters, overrides and schedules on these (examples/kibana): a keyword
+    severity and rule name (matched and copied as strings), numeric depth and risk score, dates."""
+    expected = {
+        "@timestamp": "date",
+        "event.ingested": "date",
+        "kibana.alert.uuid": "keyword",
+        "kibana.alert.depth": "long",
+        "kibana.alert.building_block_type": "keyword",
+        "kibana.alert.group.id": "keyword",
+        "kibana.alert.severity": "keyword",
+        "kibana.alert.risk_score": "float",
+        "kibana.alert.rule.name": "keyword",
+        "kibana.alert.original_time": "date",
+        "kibana.alert.ancestors.id": "keyword",
+        "kibana.alert.ancestors.index": "keyword",
+    }
+    assert {path: _mapping(path)["type"] for path in expected} == expected
+
+
+def test_every_document_gets_its_ingest_time_from_the_final_pipeline(
+    demo_alerts: list[bytes], fleet_alerts: list[bytes]
+) -> None:
+    """The template runs the pipeline on every document however it is sent (Logstash, load-alerts),
+    and its one processor cannot fail on an alert: ``event`` is always an object to set into."""
+    settings = TEMPLATE["template"]["settings"]["index"]
+    assert settings["final_pipeline"] == "eqlstream-alerts"
+    (processor,) = PIPELINE["processors"]
+    assert processor == {
+        "set": {"tag": "event-ingested", "field": "event.ingested", "value": "{{{_ingest.timestamp}}}"}
+    }
+    for line in demo_alerts + fleet_alerts:
+        assert isinstance(json.loads(line)["event"], dict)
+    readme = (EXAMPLES / "elasticsearch" / "README.md").read_text()
+    assert f"$ES/_ingest/pipeline/{settings['final_pipeline']}" in readme
+    assert readme.index("$ES/_ingest/pipeline/") < readme.index("$ES/_index_template/"), "the pipeline goes first"
 
 
 def _leaves(value: Any, path: str) -> Iterator[tuple[str, Any]]:

@@ -1,7 +1,8 @@
-"""The Grafana dashboard queries only metrics the service documents, and shows all of them.
+"""The Grafana dashboard queries only metrics the service exports, and shows all of them.
 
-docs/metrics.md is the metrics contract; its table is parsed here, so a renamed or removed metric
-fails this test until the dashboard follows (and so does a documented metric no panel shows).
+The names come from the service's own registry (``tests.deploy.service_metrics``), so a renamed or
+removed metric fails this test until the dashboard follows (and so does a new metric no panel
+shows): a dashboard on a metric that no longer exists shows "no data", which reads as "all quiet".
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from tests.deploy.service_metrics import exported_metrics, series_names, unknown_labels
 from tests.examples.conftest import EXAMPLES, ROOT
 
 DASHBOARD = json.loads((EXAMPLES / "grafana" / "eqlstream-dashboard.json").read_text())
@@ -46,24 +48,6 @@ PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right
 STANDARD_PREFIXES = ("process_", "python_")  # prometheus_client's own collectors
 
 
-def documented_metrics() -> dict[str, str]:
-    """Name -> type, from the table in docs/metrics.md."""
-    text = (ROOT / "docs" / "metrics.md").read_text()
-    rows = re.findall(r"^\| `(eqlstream_[a-z0-9_]+)` \| (counter|gauge|histogram) \|", text, flags=re.M)
-    assert len(rows) >= 20, "the metrics table of docs/metrics.md was not found"
-    return dict(rows)
-
-
-def series_names(metrics: dict[str, str]) -> dict[str, str]:
-    """Every series name a documented metric exposes -> the metric's name."""
-    names = {}
-    for name, kind in metrics.items():
-        suffixes = ("_bucket", "_sum", "_count") if kind == "histogram" else ("",)
-        for suffix in suffixes:
-            names[name + suffix] = name
-    return names
-
-
 def panels(items: list[dict]) -> Iterator[dict]:
     for panel in items:
         yield panel
@@ -88,35 +72,41 @@ def identifiers(expr: str) -> tuple[set[str], set[str]]:
     return words - functions - PROMQL_KEYWORDS, functions - PROMQL_KEYWORDS
 
 
-def test_every_query_uses_documented_metrics_and_known_functions() -> None:
-    documented = series_names(documented_metrics())
+def test_every_query_uses_exported_metrics_and_known_functions() -> None:
+    exported = series_names(exported_metrics())
     exprs = expressions()
     assert len(exprs) > 20
     for title, expr in exprs:
         metrics, functions = identifiers(expr)
         assert metrics, f"{title}: no metric in {expr}"
         for metric in metrics:
-            assert metric in documented or metric.startswith(STANDARD_PREFIXES), f"{title}: unknown metric {metric}"
+            assert metric in exported or metric.startswith(STANDARD_PREFIXES), f"{title}: unknown metric {metric}"
         assert functions <= PROMQL_FUNCTIONS, f"{title}: {functions - PROMQL_FUNCTIONS}"
 
 
-def test_every_documented_metric_is_on_the_dashboard() -> None:
-    documented = series_names(documented_metrics())
-    shown = {documented[m] for _, expr in expressions() for m in identifiers(expr)[0] if m in documented}
-    assert shown == set(documented_metrics())
+def test_every_query_groups_and_filters_by_labels_its_metrics_have() -> None:
+    """Grouping by a label a metric lacks gives one unlabelled line instead of the breakdown promised."""
+    for title, expr in expressions():
+        assert not unknown_labels(expr), f"{title}: {unknown_labels(expr)} in {expr}"
+
+
+def test_every_exported_metric_is_on_the_dashboard() -> None:
+    exported = series_names(exported_metrics())
+    shown = {exported[m] for _, expr in expressions() for m in identifiers(expr)[0] if m in exported}
+    assert shown == set(exported_metrics())
     used = {m for _, expr in expressions() for m in identifiers(expr)[0]}
     assert "process_resident_memory_bytes" in used
 
 
 def test_histograms_are_read_as_quantiles_of_summed_bucket_rates() -> None:
-    histograms = {name for name, kind in documented_metrics().items() if kind == "histogram"}
+    histograms = {name for name, kind in exported_metrics().items() if kind == "histogram"}
     for title, expr in expressions():
         for name in histograms & {m.removesuffix("_bucket") for m in identifiers(expr)[0]}:
             assert re.search(rf"histogram_quantile\(0\.\d+, sum by \(le\b[^)]*\) \(rate\({name}_bucket\{{", expr), title
 
 
 def test_counters_are_read_as_rates_or_increases() -> None:
-    counters = {name for name, kind in documented_metrics().items() if kind == "counter"}
+    counters = {name for name, kind in exported_metrics().items() if kind == "counter"}
     for title, expr in expressions():
         for name in counters & identifiers(expr)[0]:
             assert re.search(rf"\b(rate|increase)\({name}\{{", expr), f"{title}: raw counter {name}"

@@ -17,10 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from app.alerts.bulk import Elasticsearch, LoadReport, bulk_body, load, read_documents
 from app.cli import main
+from app.load_alerts import Elasticsearch, LoadReport, bulk_body, load, read_documents
 from tests.examples.conftest import ROOT
 from tests.examples.fake_elasticsearch import FakeElasticsearch
+
+# load-alerts' default index: EQLSTREAM_ALERTS_INDEX's default, which the alerts' ancestors name.
+INDEX = "eqlstream-alerts-default"
 
 
 def _id(line: bytes) -> str:
@@ -48,7 +51,7 @@ def test_request_body_is_action_line_with_alert_id_then_the_document_unchanged(
 
     assert status == 0
     (request,) = elasticsearch.requests
-    assert request.path == "/eqlstream-alerts/_bulk"
+    assert request.path == "/eqlstream-alerts-default/_bulk"
     assert request.headers["Content-Type"] == "application/x-ndjson"
     assert request.headers["Authorization"] == "ApiKey a2V5OnNlY3JldA=="
     expected = b"".join(
@@ -65,9 +68,9 @@ def test_every_replayed_document_is_stored_under_its_alert_id(
 
     assert main(["load-alerts", "--elasticsearch", elasticsearch.url, str(alerts)]) == 0
 
-    stored = elasticsearch.documents["eqlstream-alerts"]
+    stored = elasticsearch.documents[INDEX]
     assert stored == {_id(line): json.loads(line) for line in demo_alerts}
-    assert len(stored) == 6  # 2 matches x (2 building blocks + 1 shell)
+    assert len(stored) == len(demo_alerts)  # every match: 2 building blocks + 1 shell
 
 
 def test_chunks_by_document_count_in_input_order(
@@ -78,7 +81,9 @@ def test_chunks_by_document_count_in_input_order(
     assert main(["load-alerts", "--elasticsearch", elasticsearch.url, "--chunk-size", "4", str(alerts)]) == 0
 
     bodies = [_pairs(request.body) for request in elasticsearch.requests]
-    assert [len(pairs) for pairs in bodies] == [4, 2]
+    assert [len(pairs) for pairs in bodies] == [
+        min(4, len(demo_alerts) - start) for start in range(0, len(demo_alerts), 4)
+    ]
     assert [source for pairs in bodies for _, source in pairs] == demo_alerts
     assert "bulk requests: 2" in capsys.readouterr().err
 
@@ -93,7 +98,7 @@ def test_chunks_by_bytes_and_an_oversize_document_goes_alone(
     load(docs, Elasticsearch(elasticsearch.url), report, max_docs=100, max_bytes=limit)
 
     sizes = [len(_pairs(request.body)) for request in elasticsearch.requests]
-    assert sum(sizes) == 6 and sizes[0] == 2
+    assert sum(sizes) == len(demo_alerts) and sizes[0] == 2
     assert all(len(request.body) < 2 * limit + 1000 for request in elasticsearch.requests)
     report_one = LoadReport()
     load(docs[:1], Elasticsearch(elasticsearch.url), report_one, max_docs=100, max_bytes=10)
@@ -106,14 +111,14 @@ def test_loading_twice_stores_each_alert_once_and_keeps_what_is_there(
     alerts = _write(tmp_path / "alerts.ndjson", demo_alerts)
     assert main(["load-alerts", "--elasticsearch", elasticsearch.url, str(alerts)]) == 0
     first_id = _id(demo_alerts[0])
-    elasticsearch.documents["eqlstream-alerts"][first_id]["kibana.alert.workflow_status"] = "acknowledged"
+    elasticsearch.documents[INDEX][first_id]["kibana.alert.workflow_status"] = "acknowledged"
     capsys.readouterr()
 
     assert main(["load-alerts", "--elasticsearch", elasticsearch.url, str(alerts)]) == 0
 
-    assert "created: 0, already present: 6, updated: 0, failed: 0" in capsys.readouterr().err
-    stored = elasticsearch.documents["eqlstream-alerts"]
-    assert len(stored) == 6
+    assert f"created: 0, already present: {len(demo_alerts)}, updated: 0, failed: 0" in capsys.readouterr().err
+    stored = elasticsearch.documents[INDEX]
+    assert len(stored) == len(demo_alerts)
     assert stored[first_id]["kibana.alert.workflow_status"] == "acknowledged"  # an analyst's change survives
 
 
@@ -127,7 +132,7 @@ def test_op_index_overwrites_existing_alerts(
     assert main(["load-alerts", "--elasticsearch", elasticsearch.url, "--op", "index", str(alerts)]) == 0
 
     assert _pairs(elasticsearch.requests[-1].body)[0][0] == {"index": {"_id": _id(demo_alerts[0])}}
-    assert "created: 0, already present: 0, updated: 6, failed: 0" in capsys.readouterr().err
+    assert f"created: 0, already present: 0, updated: {len(demo_alerts)}, failed: 0" in capsys.readouterr().err
 
 
 def test_item_errors_are_reported_with_origin_and_id_and_the_rest_is_stored(
@@ -149,8 +154,8 @@ def test_item_errors_are_reported_with_origin_and_id_and_the_rest_is_stored(
         f"{alerts}:2 id={bad}: HTTP 400 document_parsing_exception: [1:42] failed to parse field [host] of type "
         "[object] (caused by illegal_argument_exception: not an object)"
     ) in err
-    assert "created: 5, already present: 0, updated: 0, failed: 1" in err
-    assert set(elasticsearch.documents["eqlstream-alerts"]) == {_id(line) for line in demo_alerts} - {bad}
+    assert f"created: {len(demo_alerts) - 1}, already present: 0, updated: 0, failed: 1" in err
+    assert set(elasticsearch.documents[INDEX]) == {_id(line) for line in demo_alerts} - {bad}
 
 
 def test_items_the_cluster_was_too_busy_for_are_sent_again(
@@ -168,9 +173,9 @@ def test_items_the_cluster_was_too_busy_for_are_sent_again(
         sleep=pauses.append,
     )
 
-    assert report.created == 6 and report.ok
+    assert report.created == len(demo_alerts) and report.ok
     assert pauses == [1.0, 2.0]
-    assert [len(_pairs(request.body)) for request in elasticsearch.requests] == [6, 1, 1]
+    assert [len(_pairs(request.body)) for request in elasticsearch.requests] == [len(demo_alerts), 1, 1]
     assert _pairs(elasticsearch.requests[1].body)[0][0] == {"create": {"_id": busy}}
 
 
@@ -188,7 +193,7 @@ def test_a_request_the_cluster_could_not_take_is_sent_again(
         sleep=pauses.append,
     )
 
-    assert report.created == 6 and report.ok
+    assert report.created == len(demo_alerts) and report.ok
     assert pauses == [1.0]
     assert elasticsearch.requests[0].body == elasticsearch.requests[1].body
 
@@ -224,7 +229,7 @@ def test_lines_that_are_not_alert_documents_are_reported_and_skipped(
     assert f"{alerts}:4: not an alert document (no string kibana.alert.uuid)" in err
     assert f"{alerts}:5: not an alert document" in err
     assert "documents read: 1 (invalid lines: 3)" in err
-    assert list(elasticsearch.documents["eqlstream-alerts"]) == [_id(demo_alerts[0])]
+    assert list(elasticsearch.documents[INDEX]) == [_id(demo_alerts[0])]
 
 
 def test_nested_alert_id_is_accepted() -> None:
@@ -249,7 +254,7 @@ def test_reads_stdin_and_basic_auth_from_the_environment(
     status = main(["load-alerts", "--elasticsearch", elasticsearch.url, "--user", "analyst", "--index", "soc", "-"])
 
     assert status == 0
-    assert len(elasticsearch.documents["soc"]) == 6
+    assert len(elasticsearch.documents["soc"]) == len(demo_alerts)
 
 
 def test_refused_credentials_stop_the_load(
@@ -278,7 +283,9 @@ def test_unreachable_cluster_and_missing_file_are_errors(
     assert "missing.ndjson" in capsys.readouterr().err
 
 
-def test_the_documented_pipe_from_replay_to_elasticsearch(elasticsearch: FakeElasticsearch) -> None:
+def test_the_documented_pipe_from_replay_to_elasticsearch(
+    elasticsearch: FakeElasticsearch, demo_alerts: list[bytes]
+) -> None:
     """`python -m app replay FILE | python -m app load-alerts --elasticsearch URL -`, key from the environment."""
     replay = f"{sys.executable} -m app replay --no-progress demo/scenario.ndjson"
     pipe = f"{replay} | {sys.executable} -m app load-alerts --elasticsearch {elasticsearch.url} -"
@@ -289,6 +296,6 @@ def test_the_documented_pipe_from_replay_to_elasticsearch(elasticsearch: FakeEla
     )
 
     assert run.returncode == 0, run.stderr
-    assert "created: 6, already present: 0, updated: 0, failed: 0" in run.stderr
-    assert len(elasticsearch.documents["eqlstream-alerts"]) == 6
+    assert f"created: {len(demo_alerts)}, already present: 0, updated: 0, failed: 0" in run.stderr
+    assert len(elasticsearch.documents[INDEX]) == len(demo_alerts)
     assert [request.headers["Authorization"] for request in elasticsearch.requests] == ["ApiKey a2V5OnNlY3JldA=="]

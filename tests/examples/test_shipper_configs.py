@@ -1,19 +1,22 @@
 """The shipper examples parse and carry the settings eqlstream depends on.
 
-What matters (docs/input-sources.md): the JSON codec (Logstash's default is plain text), the
+Into eqlstream (examples/README.md): the JSON codec (Logstash's default is plain text), the
 message key on host.id (the join key; without it events go to random partitions), host metadata
 kept (it is where host.id comes from), acknowledgement by all replicas, and security settings
-that are the shippers' real option names.
+that are the shippers' real option names. Out of it, the Logstash alerts pipeline: every alert
+document unchanged, indexed once under its own id where the Kibana rule looks for it.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from app.settings import ServiceSettings
 from tests.examples.conftest import EXAMPLES
 
 WINLOGBEAT = EXAMPLES / "winlogbeat" / "winlogbeat.yml"
@@ -187,3 +190,96 @@ def test_logstash_security_options_are_real_kafka_output_options() -> None:
     assert commented["security_protocol"] == "SASL_SSL"
     assert "ScramLoginModule" in commented["sasl_jaas_config"]
     assert commented["sasl_mechanism"] == "SCRAM-SHA-512"
+
+
+# -- the alerts pipeline: alerts topic -> Elasticsearch ------------------------------------------
+
+LOGSTASH_ALERTS = EXAMPLES / "logstash" / "eqlstream-alerts.conf"
+# logstash-integration-kafka input options (lib/logstash/inputs/kafka.rb and its mixins).
+LOGSTASH_KAFKA_INPUT_OPTIONS = {
+    "bootstrap_servers",
+    "topics",
+    "group_id",
+    "client_id",
+    "auto_offset_reset",
+    "consumer_threads",
+    "codec",
+    "decorate_events",
+    "security_protocol",
+    "sasl_mechanism",
+    "sasl_jaas_config",
+    "ssl_truststore_type",
+    "ssl_truststore_location",
+    "ssl_truststore_password",
+    "ssl_endpoint_identification_algorithm",
+    "ssl_keystore_type",
+    "ssl_keystore_location",
+    "ssl_keystore_password",
+    "ssl_key_password",
+}
+# logstash-output-elasticsearch options (11.14+, the ssl_* names of Logstash 8.10 and later).
+LOGSTASH_ES_OUTPUT_OPTIONS = {
+    "hosts",
+    "api_key",
+    "ssl_enabled",
+    "ssl_certificate_authorities",
+    "index",
+    "data_stream",
+    "manage_template",
+    "document_id",
+    "action",
+    "silence_errors_in_log",
+}
+
+
+def logstash_field(event: dict, reference: str) -> object:
+    """A Logstash field reference (``[a][b]``: one bracket per level, dots are part of a name)."""
+    parts = re.fullmatch(r"(?:\[[^\[\]]+\])+", reference) and re.findall(r"\[([^\[\]]+)\]", reference)
+    assert parts, f"not a field reference: {reference}"
+    node: object = event
+    for part in parts:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def test_logstash_alerts_pipeline_reads_the_alerts_topic_unchanged() -> None:
+    kafka = _settings(_block(_block(LOGSTASH_ALERTS.read_text(), "input"), "kafka"), commented=False)
+    assert set(kafka) <= LOGSTASH_KAFKA_INPUT_OPTIONS, set(kafka) - LOGSTASH_KAFKA_INPUT_OPTIONS
+    defaults = ServiceSettings.model_construct()
+    assert kafka["topics"] == f'["{defaults.alerts_topic}"]'
+    assert kafka["auto_offset_reset"] == "earliest"  # a new group loads what the topic still holds
+    # one consumer per alerts partition: more would idle, fewer would serialize
+    assert int(kafka["consumer_threads"]) == defaults.candidates_partitions
+    # the json codec with ECS compatibility would add [event][original]: the whole document again
+    assert re.search(r'codec => json \{ ecs_compatibility => "disabled" \}', LOGSTASH_ALERTS.read_text())
+
+
+def test_logstash_alerts_pipeline_indexes_each_alert_once_under_its_id(demo_alerts: list[bytes]) -> None:
+    text = LOGSTASH_ALERTS.read_text()
+    output = _settings(_block(_block(text, "output"), "elasticsearch"), commented=False)
+    assert set(output) <= LOGSTASH_ES_OUTPUT_OPTIONS, set(output) - LOGSTASH_ES_OUTPUT_OPTIONS
+    # create: an alert already indexed keeps the status analysts gave it; its 409 is expected
+    assert output["action"] == "create"
+    assert output["silence_errors_in_log"] == '["version_conflict_engine_exception"]'
+    assert (output["data_stream"], output["manage_template"]) == ("false", "false")
+    assert output["index"] == ServiceSettings.model_construct().alerts_index
+    assert output["api_key"].startswith("${")  # from the keystore, never in the file
+    # The id is the alert's: the key is the dotted top-level name, as eqlstream writes it.
+    reference = re.fullmatch(r"%\{(\[[^}]+\])\}", output["document_id"])[1]
+    for line in demo_alerts:
+        doc = json.loads(line)
+        assert logstash_field(doc, reference) == doc["kibana.alert.uuid"]
+    assert logstash_field(json.loads(demo_alerts[0]), "[kibana][alert][uuid]") is None
+    # and a record without that field is dropped rather than indexed under the literal "%{...}"
+    filter_block = _block(text, "filter")
+    assert f"if ![{reference[1:-1]}]" in filter_block and "drop" in filter_block
+
+
+def test_logstash_alerts_pipeline_security_options_are_real_kafka_input_options() -> None:
+    kafka = _block(_block(LOGSTASH_ALERTS.read_text(), "input"), "kafka")
+    commented = _settings(kafka, commented=True)
+    assert commented and set(commented) <= LOGSTASH_KAFKA_INPUT_OPTIONS, set(commented) - LOGSTASH_KAFKA_INPUT_OPTIONS
+    assert commented["security_protocol"] == "SASL_SSL"
+    assert "ScramLoginModule" in commented["sasl_jaas_config"]

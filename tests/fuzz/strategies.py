@@ -8,32 +8,35 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import orjson
+from eqlstream_dev.synthetic import generate_corpus
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from app.detector import CandidateExtractor
-from app.rule import load_rules
-from app.rule.predicates import NO_REQUIREMENT
-from app.rule.prefilter import Prefilter
-from app.synthetic import generate_corpus
+from app.core import DEFAULT_RULE_PATH, Detector, RejectReason, load_rules
+from app.core.extract import CandidateExtractor
+from app.core.rule.predicates import NO_REQUIREMENT
+from app.core.rule.prefilter import Prefilter
+from tests.support.paths import INPUTS
 
 EXAMPLES = int(os.environ.get("EQLSTREAM_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-RULE_FILES = Path(__file__).resolve().parents[2] / "app" / "rule" / "files"
-RULES = [rule for path in sorted(RULE_FILES.glob("*.toml")) for rule in load_rules(path)]
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "inputs"
-# The documented rejection reasons: anything else (an exception above all) is a bug.
-REASONS = frozenset({"invalid_json", "not_an_object", "invalid_timestamp", "record_too_large", "too_deep"})
+RULES = [rule for path in sorted(DEFAULT_RULE_PATH.parent.glob("*.toml")) for rule in load_rules(path)]
+# The documented rejection reasons of an input record: anything else (an exception above all) is a bug.
+REASONS = frozenset(RejectReason) - {RejectReason.INVALID_CANDIDATE, RejectReason.PRODUCE_REFUSED}
+
+
+def new_extractor() -> CandidateExtractor:
+    """An extractor of both bundled rules with the default options."""
+    return Detector(RULES).extractor
 
 
 def _real_events() -> list[bytes]:
     """Every input fixture, and the candidates and near misses of a small synthetic corpus (all shapes)."""
-    events = [orjson.dumps(json.loads(path.read_text())) for path in sorted(FIXTURES.glob("*.json"))]
+    events = [orjson.dumps(json.loads(path.read_text())) for path in sorted(INPUTS.glob("*.json"))]
     corpus = [orjson.dumps(e) for e in generate_corpus(3, 3000, attack_rate=0.02, near_miss_rate=0.05, raw_share=0.4)]
-    extractor = CandidateExtractor(RULES)
+    extractor = new_extractor()
     events += [e for e in corpus if b"mshta" in e.lower()][:80]
     assert any(extractor.extract(e)[0] for e in events)
     return events
@@ -53,6 +56,7 @@ TOKENS = [
     b":",
     b"\n",
     b"\r",
+    b"\xef\xbb\xbf",
     b"\x00",
     b"\xff",
     b"\\u00",
@@ -70,6 +74,9 @@ TOKENS = [
     b'"event.category":"process",',
     b'"@timestamp":',
     b"9999-12-31T23:59:59Z",
+    b"2024-05-01 10:00:00Z",
+    b'"EventID":1,',
+    b'"SourceModuleType":"im_msvistalog",',
 ]
 
 json_scalars = (
@@ -98,6 +105,9 @@ json_scalars = (
             "::ffff:127.0.0.1",
             "2024-05-01T10:00:00Z",
             "1714557600000",
+            "+49152",
+            "4.9152e4",
+            "2024-05-01T10:00:00.123456789+02",
             "mshta.exe\u0000",
             "ｍｓｈｔａ.exe",
         ]
@@ -139,6 +149,29 @@ def unfiltered(extractor: CandidateExtractor) -> CandidateExtractor:
 def outcome(extraction: tuple[list, list]) -> tuple[list, list[str]]:
     """What an extraction decided, comparable across extractors."""
     found, rejections = extraction
-    return sorted((c.rule_id, c.key, c.stages, c.timestamp_ns, c.event_id) for c in found), [
+    return sorted((c.rule_id, c.key, c.stages, c.timestamp_ms, c.event_id) for c in found), [
         r.reason for r in rejections
     ]
+
+
+def prefilter_problem(record: bytes, filtered: tuple[list, list], plain: tuple[list, list]) -> str | None:
+    """Why the prefilter changed a result (None: it did not). ``filtered`` and ``plain`` are the raw
+    extractions of ``record`` with and without the prefilter.
+
+    The candidates must be the same, and only the rejection of noise may be saved: a record the
+    prefilter drops unparsed may lack the rejection parsing would give it. A multi-line record
+    (Logstash json_lines) gives one rejection whose reason is the most common among the bad lines
+    actually parsed; the prefilter skips object-shaped lines without a rule literal, so there its bad
+    lines may be fewer and its reason another documented one, never more lines.
+    """
+    if outcome(filtered)[0] != outcome(plain)[0]:
+        return "the candidates differ"
+    reasons = set(outcome(filtered)[1])
+    if not reasons <= REASONS:
+        return f"an undocumented reason: {reasons - REASONS}"
+    if reasons <= set(outcome(plain)[1]):
+        return None
+    multi_line = filtered[1] and plain[1] and (filtered[1][0].lines or plain[1][0].lines)
+    if multi_line and set(filtered[1][0].lines) <= set(plain[1][0].lines) and filtered[1][0].count <= plain[1][0].count:
+        return None
+    return "a rejection the unfiltered extraction does not give"

@@ -60,12 +60,17 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
+{{/*
+The image. Nobody publishes one: without image.repository a release would only ever fail to
+pull, so the chart refuses to render and says what to do.
+*/}}
 {{- define "eqlstream.image" -}}
+{{- $repository := required "image.repository is required: the chart ships no image. Build it from the Dockerfile, push it to your registry (docs/deploy.md, \"Build the image\") and set image.repository, e.g. --set image.repository=registry.example.com/security/eqlstream" .Values.image.repository -}}
 {{- $tag := default .Chart.AppVersion .Values.image.tag -}}
 {{- if .Values.image.digest -}}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- printf "%s@%s" $repository .Values.image.digest -}}
 {{- else -}}
-{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- printf "%s:%s" $repository $tag -}}
 {{- end -}}
 {{- end -}}
 
@@ -114,6 +119,9 @@ render with the value to change.
 {{- end -}}
 {{- if ne (empty $tls.certificateKey) (empty $tls.keyKey) -}}
 {{- fail "mutual TLS needs both kafka.tls.certificateKey and kafka.tls.keyKey" -}}
+{{- end -}}
+{{- if gt (int .Values.config.topicMinInsyncReplicas) (int .Values.config.topicReplicationFactor) -}}
+{{- fail (printf "config.topicMinInsyncReplicas=%d exceeds config.topicReplicationFactor=%d: no write to the topics could succeed" (int .Values.config.topicMinInsyncReplicas) (int .Values.config.topicReplicationFactor)) -}}
 {{- end -}}
 {{- if and .Values.rules.path .Values.rules.files -}}
 {{- fail "set rules.path or rules.files, not both" -}}

@@ -1,0 +1,1 @@
+"""Kibana alert documents for completed sequences: building blocks, shells, deterministic ids."""

@@ -1,0 +1,213 @@
+"""From a rule file to a ``CompiledRule``: stage predicates, join-key readers, maxspan, prefilter literals."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eql import ast
+
+from app.core.errors import RuleError, UnsupportedQuery
+from app.core.model import JoinKey, JoinKeyValue
+from app.core.rule.eqlparse import EqlError, parse_rule_query
+from app.core.rule.model import DEFAULT_RULE_PATH, RuleMeta, read_rule_meta
+from app.core.rule.predicates import (
+    ConditionCompiler,
+    Predicate,
+    Requirement,
+    ValueReader,
+    and_requirements,
+    or_requirements,
+)
+
+# The eql parser accepts "sequence with maxspan=1m by x"; Elasticsearch requires "by" first.
+_WITH_BEFORE_BY = re.compile(r"\bsequence\s+with\s+maxspan\s*=\s*\S+\s+by\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One bracketed query of the sequence and the fields that join it to the others."""
+
+    index: int
+    predicate: Predicate
+    key_readers: tuple[ValueReader, ...]
+
+    @property
+    def key_fields(self) -> tuple[str, ...]:
+        """Names of the join-key fields, in order."""
+        return tuple(reader.name for reader in self.key_readers)
+
+    def join_keys(self, doc: Any, limit: int) -> list[JoinKey]:
+        """Every join key of ``doc``: a multi-valued key field fans out; a missing one gives none.
+
+        Raises ``TooManyJoinKeys`` before building more than ``limit`` keys: Elasticsearch would
+        fan out without bound, but one forged event must not cost unbounded memory here.
+        """
+        columns: list[list[JoinKeyValue]] = []
+        count = 1
+        for reader in self.key_readers:
+            values = reader(doc)
+            if not values:
+                return []
+            column = list(dict.fromkeys(v if isinstance(v, (str, int)) else str(v) for v in values))
+            count *= len(column)
+            if count > limit:
+                raise TooManyJoinKeys(self.key_fields, limit)
+            columns.append(column)
+        return list(itertools.product(*columns))
+
+
+class TooManyJoinKeys(Exception):
+    """An event whose multi-valued join fields give more join keys than allowed."""
+
+    def __init__(self, fields: tuple[str, ...], limit: int) -> None:
+        super().__init__(f"the values of {', '.join(fields)} give more than {limit} join keys")
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    """A rule ready to evaluate: metadata plus compiled stages."""
+
+    meta: RuleMeta
+    path: str
+    stages: tuple[Stage, ...]
+    maxspan_ms: int | None
+    requirement: Requirement
+    fields: frozenset[str]
+
+
+def compile_rule(
+    meta: RuleMeta, derived_fields: Collection[str], path: str = "<rule>", text: str | None = None
+) -> CompiledRule:
+    """Compile a rule's query; errors name the file and the position within it.
+
+    ``derived_fields`` are the fields a normalizer computes rather than copies from the raw record:
+    their literals are never required of the raw bytes by the prefilter.
+    """
+    query_line = _query_line(text) if text else 0
+    misplaced_by = _WITH_BEFORE_BY.search(meta.query)
+    if misplaced_by:
+        raise RuleError(
+            path,
+            "invalid EQL query: specify sequence [by] before [with], not after (Elasticsearch refuses this order)",
+            query_line + meta.query.count("\n", 0, misplaced_by.start()) + 1 if text else None,
+        )
+    try:
+        node = parse_rule_query(meta.query)
+    except EqlError as exc:
+        problem = str(exc).splitlines()
+        message = problem[1] if len(problem) > 1 else str(exc)
+        line = getattr(exc, "line", None)
+        column = getattr(exc, "column", None)
+        raise RuleError(
+            path,
+            f"invalid EQL query: {message}",
+            None if line is None else query_line + line + 1,
+            None if column is None else column + 1,
+        ) from None
+    try:
+        return _compile_sequence(meta, path, node, derived_fields)
+    except UnsupportedQuery as exc:
+        raise RuleError(path, f"unsupported EQL: {exc}", query_line + 1 if text else None) from None
+
+
+def _compile_sequence(meta: RuleMeta, path: str, node: ast.PipedQuery, derived_fields: Collection[str]) -> CompiledRule:
+    if node.pipes:
+        raise UnsupportedQuery("pipes (| head, | tail, ...) are not supported")
+    sequence = node.first
+    if not isinstance(sequence, ast.Sequence):
+        raise UnsupportedQuery("only sequence queries are supported")
+    if sequence.close is not None:
+        raise UnsupportedQuery("'until' is not supported")
+    if len(sequence.queries) < 2:
+        raise UnsupportedQuery("a sequence needs at least two stages")
+    compiler = ConditionCompiler(meta.field_types, derived_fields)
+    stages = []
+    requirements = []
+    fields: set[str] = set()
+    key_width = None
+    for index, subquery in enumerate(sequence.queries):
+        if subquery.data.get("is_negated"):
+            raise UnsupportedQuery("missing-event stages (![...]) are not supported")
+        event_query = subquery.query
+        category = compiler.event_category(event_query.event_type)
+        condition = compiler.compile(event_query.query)
+        readers = []
+        for join_value in subquery.join_values:
+            if not isinstance(join_value, ast.Field):
+                raise UnsupportedQuery(f"join keys must be fields: {join_value}")
+            readers.append(compiler.reader(".".join([join_value.base, *join_value.path])))
+        if key_width is not None and len(readers) != key_width:
+            raise UnsupportedQuery("every stage must join on the same number of fields")
+        key_width = len(readers)
+        cat_predicate, cond_predicate = category.predicate, condition.predicate
+
+        def predicate(doc: Any, _c: Predicate = cat_predicate, _p: Predicate = cond_predicate) -> bool:
+            return _c(doc) and _p(doc)
+
+        stages.append(Stage(index, predicate, tuple(readers)))
+        requirements.append(and_requirements([category.requirement, condition.requirement]))
+        fields |= category.fields | condition.fields | {r.name for r in readers}
+    maxspan = None
+    if sequence.max_span is not None:
+        maxspan = int(sequence.max_span.quantity * sequence.max_span.unit.as_milliseconds())
+    return CompiledRule(
+        meta=meta,
+        path=path,
+        stages=tuple(stages),
+        maxspan_ms=maxspan,
+        requirement=or_requirements(requirements),
+        fields=frozenset(fields | {"@timestamp"}),
+    )
+
+
+def _query_line(text: str) -> int:
+    """Zero-based line of the file holding the query's first line (0 if it cannot be located)."""
+    key = re.search(r"^[ \t]*query[ \t]*=[ \t]*(\'\'\'|\"\"\"|\'|\")(.*)$", text, re.MULTILINE)
+    if key is None:
+        return 0
+    line = text.count("\n", 0, key.start())
+    # TOML drops a newline right after an opening triple quote: the query then starts on the next line.
+    return line + 1 if len(key.group(1)) == 3 and not key.group(2).strip() else line
+
+
+def load_rules(
+    path: Path | str | None,
+    derived_fields: Collection[str],
+    warn: Callable[[str], None] | None = None,
+) -> list[CompiledRule]:
+    """Load one rule file, or every ``*.toml`` file of a directory (sorted by name).
+
+    ``warn`` receives what is odd but harmless in the files (unknown keys and tables).
+    """
+    path = Path(path) if path is not None else DEFAULT_RULE_PATH
+    if path.is_dir():
+        files = sorted(path.glob("*.toml"))
+        if not files:
+            raise RuleError(path, "no *.toml rule files in this directory")
+    elif path.exists():
+        files = [path]
+    else:
+        raise RuleError(path, "no such rule file or directory")
+    rules = []
+    for file in files:
+        meta, text, warnings = read_rule_meta(file)
+        for warning in warnings:
+            if warn is not None:
+                warn(warning)
+        rules.append(compile_rule(meta, derived_fields, str(file), text))
+    seen: dict[str, str] = {}
+    for rule in rules:
+        if rule.meta.rule_id in seen:
+            raise RuleError(rule.path, f"rule_id {rule.meta.rule_id} is also used by {seen[rule.meta.rule_id]}")
+        seen[rule.meta.rule_id] = rule.path
+    return rules
+
+
+def combined_requirement(rules: Iterable[CompiledRule]) -> Requirement:
+    """The raw-byte condition an event must meet to be relevant to any of ``rules``."""
+    return or_requirements([rule.requirement for rule in rules])

@@ -1,1 +1,0 @@
-"""Kafka adapters: thin layers that move records between topics and the framework-free core."""

@@ -1,0 +1,1 @@
+"""The streaming service: the Kafka ingest stage, the Faust sequence stage, topics, metrics and health."""

@@ -176,7 +176,10 @@ class _StoreView:
         return self._store.items_of(partition)
 
     def figures(self) -> tuple[int, int]:
-        return self._store.figures() if self._table.data is not None else (0, 0)
+        # Not ``.data``, which creates the store on first use: called from the metrics thread, that
+        # bound the table to a loop that never runs, and its task then blocked every clean shutdown.
+        store: Store | None = self._table._data  # noqa: SLF001
+        return store.figures() if store is not None else (0, 0)
 
 
 def state_dir_problem(path: Path) -> str | None:

@@ -9,6 +9,7 @@
 * ``kill -9`` of a worker mid-sequence, then a restart (same state directory, then a fresh one
   restored from the changelog): no sequence missed, repeats only with identical ids.
 * Two workers in one group, a rebalance while sequences are half done: none missed.
+* A sequence worker scraped from its first second stops cleanly and at once on SIGTERM.
 """
 
 from __future__ import annotations
@@ -183,3 +184,25 @@ def test_a_rebalance_while_sequences_are_pending_misses_nothing(
     # The new worker did take over partitions with pending state the first one had written.
     restored = re.findall(r"partition ready partition=\d+ restored_keys=(\d+)", (tmp_path / "wb.log").read_text())
     assert any(int(count) > 0 for count in restored)
+
+
+@pytest.mark.timeout(120)
+def test_a_sequence_worker_scraped_from_its_start_stops_cleanly_and_at_once(
+    kafka_settings: ServiceSettings, tmp_path: Path
+) -> None:
+    # Prometheus may scrape before the state store exists; that first scrape once created the
+    # store from the metrics thread, and every later SIGTERM hung until the 25 s watchdog (exit 75).
+    settings = service(kafka_settings, tmp_path / "state")
+    worker = Worker(settings, "scraped", tmp_path, environment={"EQLSTREAM_ROLE": "sequence"}).start()
+    try:
+        deadline = time.monotonic() + 60
+        while worker.readyz()[0] != 200:
+            assert time.monotonic() < deadline, worker.log_tail()
+            assert worker.alive(), worker.log_tail()
+            worker.get("/metrics")
+        started = time.monotonic()
+        status = worker.stop(timeout=60)
+        assert (status, worker.log_tail()) == (0, worker.log_tail())
+        assert time.monotonic() - started < 15
+    finally:
+        worker.stop()

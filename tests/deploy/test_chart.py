@@ -348,10 +348,9 @@ def test_probes_use_the_health_endpoints(rendered: Callable[[Path | None], Rende
 
 
 MIB = 1024 * 1024
-# What a sequence process holds beyond RocksDB: Python, the rules and the engine's index. The
-# README's memory bench estimates a 556 MB peak for a 1,000,000-key flood, all of it counted here
-# as if none were RocksDB's.
-BEYOND_ROCKSDB = 530 * MIB
+# The memory bench's highest peak RSS of a sequence process, RocksDB included, in a flood of
+# 1,000,000 new keys within one minute (bench/RESULTS.md; 1,152 to 1,277 MB over three runs).
+MEASURED_PEAK = 1_277_000_000
 
 
 def quantity(value: str) -> int:
@@ -366,8 +365,8 @@ def test_memory_limits_cover_rocksdb_at_its_worst(
     rendered: Callable[[Path | None], Rendered], values_file: Path
 ) -> None:
     """RocksDB holds, per state partition on a pod (active or standby: each partition at most
-    once), its block cache and two write buffers; the limit must cover all of them at once, plus
-    the rest of the process, or a flood of new keys ends in an OOM kill."""
+    once), its block cache and two write buffers; the request covers all of them at once, and the
+    limit the whole process in a flood of new keys, or the flood ends in an OOM kill."""
     manifests = rendered(values_file)
     data = config_data(manifests)
     partitions = int(data["EQLSTREAM_CANDIDATES_PARTITIONS"])
@@ -380,7 +379,8 @@ def test_memory_limits_cover_rocksdb_at_its_worst(
     assert stateful
     for sts in stateful:
         resources = container(sts)["resources"]
-        assert quantity(resources["limits"]["memory"]) >= rocksdb + BEYOND_ROCKSDB + ingest_share
+        # the measured peak with a fifth to spare for run-to-run variation
+        assert quantity(resources["limits"]["memory"]) >= 1.2 * MEASURED_PEAK + ingest_share
         # the scheduler reserves at least what RocksDB alone may come to hold
         assert quantity(resources["requests"]["memory"]) >= rocksdb
 

@@ -31,7 +31,7 @@ PARTITIONS = 4
 MIB = 1024 * 1024
 # The chart's memory limits (helm/eqlstream/values.yaml): ingest and sequence pods.
 INGEST_LIMIT = 512 * MIB
-SEQUENCE_LIMIT = 1280 * MIB
+SEQUENCE_LIMIT = 1536 * MIB
 READY_TIMEOUT_S = 120
 
 

@@ -112,9 +112,9 @@ def attacks() -> list[dict[str, Any]]:
     return events
 
 
-def event_label(event: dict[str, Any]) -> Any:
+def event_label(event_json: bytes) -> Any:
     """``event.id`` of a candidate's event, if it has one as an object (hostile cases may not)."""
-    nested = event.get("event")
+    nested = orjson.loads(event_json).get("event")
     return nested.get("id") if isinstance(nested, dict) else None
 
 
@@ -223,7 +223,7 @@ def test_hostile_input_evasion_and_floods_through_the_service(
     # The forged event was on the pending sequence's candidates partition: it could have blinded it.
     candidates = read_topic(settings, settings.candidates_topic, partitions, 1, timeout=60)
     where = {
-        event_label(received.candidate.event): message.partition()
+        event_label(received.candidate.event_json): message.partition()
         for message in candidates
         for received in (decode_candidate(line, 1 << 20) for line in message.value().split(b"\n"))
     }

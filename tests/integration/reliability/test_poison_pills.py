@@ -103,11 +103,15 @@ def test_poison_pills_neither_stop_a_stage_nor_blind_the_rule(kafka_settings: Se
         ingest.wait_ready(READY_TIMEOUT_S)
         sequence.wait_ready(READY_TIMEOUT_S)
 
-        def send(items: list[tuple[bytes | None, bytes]]) -> None:
+        def send(items: list[tuple[bytes | None, bytes]], partition: int | None = None) -> None:
+            """Round robin over the partitions, or all to ``partition`` (in order)."""
             positions = produce(
                 settings,
                 topic,
-                [(key, value, (len(produced) + i) % PARTITIONS) for i, (key, value) in enumerate(items)],
+                [
+                    (key, value, (len(produced) + i) % PARTITIONS if partition is None else partition)
+                    for i, (key, value) in enumerate(items)
+                ],
                 **{"message.max.bytes": 4 * MIB},
             )
             for partition, offset in positions:
@@ -116,7 +120,11 @@ def test_poison_pills_neither_stop_a_stage_nor_blind_the_rule(kafka_settings: Se
         # The first attack, then everything hostile, then the replays of its alerted event, then a new attack.
         send([(None, orjson.dumps(e)) for e in alerted_first])
         read_topic(settings, settings.alerts_topic, PARTITIONS, 3, timeout=120)
-        send([(key, value) for _, key, value in hostile])
+        # The long command lines in order on one partition: arriving out of order, a stage-1 event
+        # later than its stage 2 would add an alert Elasticsearch does not give (README, "Still
+        # different"), which is not what this case is about.
+        send([(key, value) for case, key, value in hostile if case != "long_command_lines"])
+        send([(key, value) for case, key, value in hostile if case == "long_command_lines"], partition=0)
         produce(settings, settings.candidates_topic, hostile_candidates(settings))
         ingest.kill()
         ingest.start()

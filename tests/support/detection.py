@@ -100,9 +100,11 @@ def detect(
     return found
 
 
-def replay_ids(records: Iterable[Record], rules: Sequence[CompiledRule] = RULES) -> set[str]:
+def replay_ids(
+    records: Iterable[Record], rules: Sequence[CompiledRule] = RULES, options: DetectionOptions | None = None
+) -> set[str]:
     """The shell alert ids replay gives on ``records`` in this order: what the service must write."""
-    return set(detect(records, rules).ids())
+    return set(detect(records, rules, options).ids())
 
 
 def event_labels(alert: Alert) -> tuple[str | None, ...]:

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from app import __version__, load_alerts
-from app.core import Alert, Detector, EqlstreamError, load_rules
+from app.core import Alert, Detector, EqlstreamError, load_rules, survey_rules
 from app.core.alerts.summary import summary_line
 from app.core.model import RejectReason
 from app.logs import configure
@@ -78,6 +78,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--rule", help="rule file or directory (default: EQLSTREAM_RULE_PATH or the bundled rule)")
     run.set_defaults(handler=_run)
+    coverage = commands.add_parser(
+        "coverage",
+        help="say which EQL sequence rules of a file or folder eqlstream runs, and why not",
+        description="For every EQL sequence rule in PATH (a rule file, or a folder of *.toml rule files such as "
+        "a copy of Elastic's detection-rules rules/windows), say whether eqlstream runs it or why not. Rules of "
+        "other types are counted, not listed. `--rule PATH` runs the supported ones.",
+    )
+    _version(coverage)
+    coverage.add_argument("path", metavar="PATH")
+    coverage.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or json lines")
+    coverage.set_defaults(handler=_coverage)
     load_alerts.add_parser(commands, _version)
     for entry in entry_points(group=COMMANDS_GROUP):
         try:
@@ -142,6 +153,32 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as exc:  # the endpoints' port taken, the state directory unusable
         log.error("cannot start: %s", exc)
         return EXIT_USAGE
+
+
+def _coverage(args: argparse.Namespace) -> int:
+    try:
+        entries = survey_rules(args.path)
+    except EqlstreamError as exc:
+        print(f"eqlstream: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    listed = [entry for entry in entries if entry.sequence]
+    for entry in listed:
+        reason = entry.refusal.problem if entry.refusal is not None else None
+        if args.format == "json":
+            row = {"file": entry.path, "name": entry.name, "supported": reason is None, "reason": reason}
+            sys.stdout.buffer.write(orjson.dumps(row) + b"\n")
+        else:
+            status = "supported  " if reason is None else "unsupported"
+            print(
+                f"{status}  {os.path.basename(entry.path)}  {entry.name or '(no name)'}{f': {reason}' if reason else ''}"
+            )
+    supported = sum(1 for entry in listed if entry.refusal is None)
+    print(
+        f"{supported} of {len(listed)} EQL sequence rules supported; {len(entries) - len(listed)} other rule files "
+        "(not EQL sequences) not listed",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def _replay(args: argparse.Namespace) -> int:

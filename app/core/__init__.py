@@ -3,7 +3,7 @@ sequences, sequences to Kibana alert documents. No I/O, no environment, no Kafka
 replay CLI and the streaming service both drive it through ``Detector``.
 """
 
-from app.core.detector import DetectionReport, Detector, Outcome, SequenceDetector, load_rules
+from app.core.detector import DetectionReport, Detector, Outcome, SequenceDetector, load_rules, survey_rules
 from app.core.errors import EqlstreamError, RuleError, UnsupportedQuery
 from app.core.model import Alert, AlertKind, Candidate, JoinKey, Rejection, RejectReason
 from app.core.options import DetectionOptions
@@ -27,4 +27,5 @@ __all__ = [
     "SequenceDetector",
     "UnsupportedQuery",
     "load_rules",
+    "survey_rules",
 ]

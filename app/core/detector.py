@@ -23,13 +23,19 @@ from app.core.extract import CandidateExtractor
 from app.core.model import Alert, AlertKind, Candidate, Event, Rejection
 from app.core.normalize import DERIVED_FIELDS
 from app.core.options import DetectionOptions
-from app.core.rule import CompiledRule
+from app.core.rule import CompiledRule, SurveyEntry
 from app.core.rule import load_rules as _load_rules
+from app.core.rule import survey_rules as _survey_rules
 
 
 def load_rules(path: Path | str | None = None, warn: Callable[[str], None] | None = None) -> list[CompiledRule]:
     """Load one rule file or a directory of them (default: the bundled rule), compiled for this core."""
     return _load_rules(path, DERIVED_FIELDS, warn)
+
+
+def survey_rules(path: Path | str) -> list[SurveyEntry]:
+    """Every rule file of ``path`` (a file or a directory), compiled for this core or refused with the reason."""
+    return _survey_rules(path, DERIVED_FIELDS)
 
 
 @dataclass

@@ -22,5 +22,13 @@ class RuleError(EqlstreamError):
         self.path, self.problem, self.line, self.column = str(path), problem, line, column
 
 
+class UnsupportedRule(RuleError):
+    """A well-formed rule that asks for something eqlstream does not evaluate (an EQL feature, an option).
+
+    A directory of rules skips these with a warning, so that a copy of Elastic's rule folders runs
+    what it can; a rule file named on its own, or a malformed one, is an error.
+    """
+
+
 class UnsupportedQuery(ValueError):
     """The query uses EQL that this engine does not evaluate; the message says what."""

@@ -49,6 +49,7 @@ _ECS_TYPES: dict[str, FieldType] = {
     "event.severity": FieldType.LONG,
     "event.duration": FieldType.LONG,
     "process.args_count": FieldType.LONG,
+    "file.size": FieldType.LONG,
     "process.parent.args_count": FieldType.LONG,
     "network.bytes": FieldType.LONG,
     "network.packets": FieldType.LONG,
@@ -67,13 +68,18 @@ _SUFFIX_TYPES: tuple[tuple[str, FieldType], ...] = (
 
 def field_type(name: str) -> FieldType:
     """ECS mapping type of a field name (keyword unless known otherwise)."""
+    return known_field_type(name) or FieldType.KEYWORD
+
+
+def known_field_type(name: str) -> FieldType | None:
+    """The ECS mapping type of ``name`` if this table knows it, else None (most likely a keyword)."""
     known = _ECS_TYPES.get(name)
     if known is not None:
         return known
     for suffix, ftype in _SUFFIX_TYPES:
         if name.endswith(suffix):
             return ftype
-    return FieldType.KEYWORD
+    return None
 
 
 Getter = Callable[[Any], list[Any]]

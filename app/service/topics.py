@@ -133,7 +133,10 @@ class TopicAdmin:
         self._admin = AdminClient(config)
 
     def _on_error(self, error: KafkaError) -> None:
-        if error.code() in _UNREACHABLE or error.fatal():
+        # librdkafka follows the error that says why (a certificate, a password, a name) with "1/1
+        # brokers are down", often within one poll: keep the why, which is what the user must fix.
+        relevant = error.code() in _UNREACHABLE or error.fatal()
+        if relevant and (self._unreachable is None or error.code() != KafkaError._ALL_BROKERS_DOWN):
             self._unreachable = error.str()
 
     def cluster_id(self) -> str:

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support import oracle
-from tests.support.detection import RULE, T0, S, detect, mshta_inbound, mshta_start
+from tests.support.detection import RULE, T0, S, compile_query, detect, format_timestamp, mshta_inbound, mshta_start
 
 LATENESS_S = 300
 HOSTS = ["h1", "h2", "h3", "h4"]
@@ -118,3 +118,58 @@ def test_redeliveries_and_resends_never_change_the_alerts(events: list[dict[str,
         copy = dict(with_agent[index]) if rng.random() < 0.5 else resent(events[index], rng.randint(1, 9))
         redelivered.insert(rng.randint(redelivered.index(with_agent[index]) + 1, len(redelivered)), copy)
     assert detect(redelivered, [RULE]).ids() == detect(with_agent, [RULE]).ids()
+
+
+# -- a three-stage rule: per-stage join fields, string functions, cidrMatch ---------------------
+
+THREE_STAGES = compile_query(
+    """sequence by host.id with maxspan=30s
+  [process where event.type == "start" and startsWith~(process.name, "PS")] by process.entity_id
+  [network where cidrMatch(destination.ip, "10.0.0.0/8", "fd00::/8")] by process.entity_id
+  [file where endsWith~(file.name, ".PS1")] by process.parent.entity_id"""
+)
+
+
+@st.composite
+def three_stage_streams(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Process starts, connections and file writes over a few hosts and processes, in @timestamp order,
+    with near misses of each stage (another name, address or extension) and maxspan edges."""
+    count = draw(st.integers(6, 60))
+    offsets = sorted(draw(st.lists(st.integers(0, 100), min_size=count, max_size=count)))
+    events = []
+    for index, offset in enumerate(offsets):
+        ms = T0 + offset * S // 2
+        host, entity = draw(st.sampled_from(HOSTS[:2])), draw(st.sampled_from(["p1", "p2"]))
+        base = {"@timestamp": format_timestamp(ms), "host": {"id": host}}
+        kind = draw(st.sampled_from(["process", "network", "file"]))
+        if kind == "process":
+            name = draw(st.sampled_from(["PowerShell.exe", "psexec.exe", "pS.exe", "cmd.exe", "xps.exe"]))
+            event = {
+                "event": {"category": ["process"], "type": ["start"]},
+                "process": {"name": name, "entity_id": entity},
+            }
+        elif kind == "network":
+            address = draw(st.sampled_from(["10.1.2.3", "::ffff:10.9.9.9", "fd00::1", "11.0.0.1"]))
+            event = {
+                "event": {"category": ["network"]},
+                "process": {"entity_id": entity},
+                "destination": {"ip": address},
+            }
+        else:
+            name = draw(st.sampled_from(["run.ps1", "RUN.PS1", "run.Ps1", "run.ps1.txt"]))
+            event = {
+                "event": {"category": ["file"]},
+                "file": {"name": name},
+                "process": {"parent": {"entity_id": entity}},
+            }
+        event["event"]["id"] = f"e{index}"
+        events.append({**base, **event})
+    return events
+
+
+@COMMON
+@given(three_stage_streams())
+def test_a_three_stage_rule_with_per_stage_join_fields_equals_elasticsearch(events: list[dict[str, Any]]) -> None:
+    found = detect(events, [THREE_STAGES])
+    expected = [(sequence.key, sequence.event_ids) for sequence in oracle.es_sequences(THREE_STAGES, events)]
+    assert [(found.keys[alert.id], alert.event_ids) for alert in found.alerts] == expected

@@ -20,6 +20,7 @@ import pytest
 
 from tests.support.broker import read_topic
 from tests.support.worker import free_port
+from tests.unit.test_rule_files import upstream_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -37,6 +38,7 @@ ELSEWHERE = {
 # Commands run below.
 HERE = {
     ".venv/bin/python -m app replay --format summary": "test_the_replay_command",
+    ".venv/bin/python -m app coverage": "test_the_coverage_command",
     "EQLSTREAM_KAFKA_BOOTSTRAP_SERVERS=": "test_by_hand_against_the_development_broker",
     ".venv/bin/python -m eqlstream_dev.produce": "test_by_hand_against_the_development_broker",
     "helm install": "test_the_helm_install_renders_as_written",
@@ -107,6 +109,18 @@ def test_the_replay_command() -> None:
     sample = re.search(r"```\n(events read: .*?)\nrate: ", README, re.DOTALL)
     assert sample is not None
     assert result.stderr.decode().startswith(sample.group(1))
+
+
+def test_the_coverage_command(tmp_path: Path) -> None:
+    """The README's coverage command on a folder in detection-rules' layout (the user's copy stands
+    in for ``~/detection-rules/rules/windows``, which the project does not ship)."""
+    *args, folder = shlex.split(_command(".venv/bin/python -m app coverage"))
+    assert folder.endswith("/rules/windows")
+    rules = upstream_folder(tmp_path)
+    result = subprocess.run([sys.executable, *args[1:], str(rules)], cwd=ROOT, capture_output=True, check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    assert [line.split()[0] for line in result.stdout.decode().splitlines()] == ["supported", "unsupported"]
+    assert result.stderr.decode().startswith("1 of 2 EQL sequence rules supported")
 
 
 @pytest.mark.timeout(180)

@@ -173,3 +173,17 @@ def test_an_unreachable_cluster_is_worth_waiting_for_not_a_topic_error(monkeypat
     attempt = admin(settings).cluster_id
     assert not topics.wait_for_brokers(attempt, reports.append, stop=lambda: len(reports) >= 2, interval_s=0.1)
     assert len(reports) == 2 and all("127.0.0.1:1" in report for report in reports)
+
+
+def test_the_reason_a_broker_is_unreachable_outlives_the_brokers_down_count_after_it() -> None:
+    """librdkafka reports a failed TLS handshake, then "1/1 brokers are down", often within one poll;
+    the service's line must keep the first (what to fix), whichever order a poll delivers them in."""
+    admin = TopicAdmin(KafkaConnection.from_settings(ServiceSettings(kafka_bootstrap_servers="127.0.0.1:1")))
+    cause = KafkaError(KafkaError._SSL, "SSL handshake failed: certificate verify failed")
+    admin._on_error(cause)
+    admin._on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+    assert admin._unreachable == cause.str()
+    admin._unreachable = None
+    admin._on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+    admin._on_error(cause)
+    assert admin._unreachable == cause.str()

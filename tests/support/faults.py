@@ -23,8 +23,11 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
+from app.core import Alert
+from app.service.records import InvalidCandidate, decode_candidate
+from app.service.topics import sequence_app_id
 from app.settings import ServiceSettings
-from tests.support.broker import client_config
+from tests.support.broker import client_config, committed, read_topic
 from tests.support.settings import input_topic
 from tests.support.worker import free_port, wait_for_port
 
@@ -329,3 +332,28 @@ def poll_until(condition: Callable[[], bool], timeout: float, what: str, interva
         assert time.monotonic() - began < timeout, f"{what}: not within {timeout} s"
         time.sleep(interval)
     return time.monotonic() - began
+
+
+def where_lost(settings: ServiceSettings, missed: list[Alert], logs: list[Path]) -> str:
+    """For each missed alert, where its events got to: the candidates records that carry each of
+    them, the sequence stage's committed offsets, and what the workers logged about the alert.
+
+    A fault test that misses an alert fails once in many runs; this is the evidence its failure
+    message must carry, since the broker and the workers are gone after the test.
+    """
+    records = read_topic(settings, settings.candidates_topic, settings.candidates_partitions, 0, timeout=60)
+    carried: dict[str, list[str]] = {}
+    for message in records:
+        for line in (message.value() or b"").split(b"\n"):
+            with contextlib.suppress(InvalidCandidate):
+                event_id = decode_candidate(line, settings.max_record_bytes).candidate.event_id
+                carried.setdefault(event_id, []).append(f"{message.partition()}@{message.offset()}")
+    offsets = committed(settings, sequence_app_id(settings), settings.candidates_topic, settings.candidates_partitions)
+    text = [f"sequence stage committed offsets {offsets}; {len(records)} candidates records"]
+    for alert in missed:
+        logged = [line.strip() for path in logs for line in path.read_text().splitlines() if alert.id in line]
+        text.append(f"missed {alert.id} (last event at {alert.last_event_ms}): logged {logged or 'nothing'}")
+        text += [
+            f"  event {event_id}: candidates records {carried.get(event_id, 'none')}" for event_id in alert.event_ids
+        ]
+    return "\n".join(text)

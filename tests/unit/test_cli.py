@@ -12,6 +12,7 @@ import pytest
 
 from app.cli import main
 from tests.support.paths import ROOT
+from tests.unit.test_rule_files import upstream_folder
 
 START = {
     "@timestamp": "2024-05-01T10:00:00.1234567Z",
@@ -160,3 +161,31 @@ def test_rule_file_warnings_are_logged_and_the_rule_runs(tmp_path: Path, capsysb
     out, err = capsysbinary.readouterr()
     assert len(out.splitlines()) == 1
     assert f"eqlstream: WARNING: {rule}:{line}: unknown key rule.severty ignored".encode() in err
+
+
+def test_coverage_lists_each_sequence_rule_as_supported_or_why_not(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["coverage", str(upstream_folder(tmp_path))]) == 0
+    out, err = capsys.readouterr()
+    supported, unsupported = out.splitlines()
+    assert supported.split() == ["supported", "a_supported.toml", "Test:", "WMI", "host", "then", "RPC"]
+    assert (
+        unsupported.startswith("unsupported  b_match.toml  Uses match: ") and "match() is not supported" in unsupported
+    )
+    assert err.strip() == "1 of 2 EQL sequence rules supported; 2 other rule files (not EQL sequences) not listed"
+
+
+def test_coverage_json_lines(tmp_path: Path, capsysbinary: pytest.CaptureFixture) -> None:
+    assert main(["coverage", "--format", "json", str(upstream_folder(tmp_path))]) == 0
+    rows = [orjson.loads(line) for line in capsysbinary.readouterr().out.splitlines()]
+    assert [(row["name"], row["supported"]) for row in rows] == [
+        ("Test: WMI host then RPC", True),
+        ("Uses match", False),
+    ]
+    assert rows[1]["reason"].startswith("unsupported EQL: function match() is not supported")
+
+
+def test_coverage_of_a_missing_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["coverage", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err == f"eqlstream: {tmp_path / 'nope'}: no such rule file or directory\n"

@@ -176,3 +176,89 @@ def test_the_bundled_rule_keeps_elastics_reference() -> None:
     (rule,) = load_rules()
     assert rule.meta.references == ["https://codewhitesec.blogspot.com/2018/07/lethalhta.html"]
     assert rule.meta.version == 4
+
+
+# -- a folder of Elastic's rules: run what can run, say why the rest cannot -----------------------
+
+MATCH_QUERY = """
+sequence by host.id with maxspan=1m
+  [process where match(process.name, "[a-z]+\\\\.exe")]
+  [network where true]
+"""
+NOT_A_SEQUENCE = '// one stage only\nprocess where process.name : "wmic.exe"'
+KUERY_RULE = UPSTREAM.replace('type = "eql"', 'type = "query"').replace('language = "eql"', 'language = "kuery"')
+
+
+def upstream(query: str, rule_id: str, name: str) -> str:
+    """An upstream-layout rule file with its own query, id and name."""
+    return (
+        UPSTREAM.replace(QUERY, query)
+        .replace("9f5b1a6e-5f2d-4c8e-9d0b-1f2e3d4c5b6a", rule_id)
+        .replace("Test: WMI host then RPC", name)
+    )
+
+
+def upstream_folder(tmp_path: Path) -> Path:
+    """A supported sequence rule, an unsupported one, a one-stage EQL rule and a KQL rule."""
+    write(tmp_path, UPSTREAM, "a_supported.toml")
+    write(tmp_path, upstream(MATCH_QUERY, "2f5b1a6e-5f2d-4c8e-9d0b-1f2e3d4c5b6a", "Uses match"), "b_match.toml")
+    write(tmp_path, upstream(NOT_A_SEQUENCE, "3f5b1a6e-5f2d-4c8e-9d0b-1f2e3d4c5b6a", "One stage"), "c_one.toml")
+    write(tmp_path, KUERY_RULE.replace("9f5b1a6e", "4f5b1a6e"), "d_kuery.toml")
+    return tmp_path
+
+
+def test_a_folder_runs_its_supported_rules_and_names_each_unsupported_sequence_rule(tmp_path: Path) -> None:
+    warnings: list[str] = []
+    (rule,) = load_rules(upstream_folder(tmp_path), warn=warnings.append)
+    assert rule.meta.name == "Test: WMI host then RPC"
+    skipped, summary = warnings
+    assert skipped.startswith(f"{tmp_path / 'b_match.toml'}:") and "match() is not supported" in skipped
+    assert "running 1 rules; skipped 1 unsupported sequence rules and 2 rules that are not EQL sequences" in summary
+
+
+def test_a_single_unsupported_file_is_an_error_with_the_reason(tmp_path: Path) -> None:
+    with pytest.raises(RuleError, match=r"match\(\) is not supported"):
+        load_rules(write(tmp_path, upstream(MATCH_QUERY, "2f5b1a6e-5f2d-4c8e-9d0b-1f2e3d4c5b6a", "m")))
+    with pytest.raises(RuleError, match="not an EQL rule"):
+        load_rules(write(tmp_path, KUERY_RULE, "kuery.toml"))
+
+
+def test_a_folder_with_nothing_to_run_is_an_error_pointing_at_coverage(tmp_path: Path) -> None:
+    folder = upstream_folder(tmp_path)
+    (folder / "a_supported.toml").unlink()
+    with pytest.raises(RuleError, match="none of the 3 rule files is a rule eqlstream runs.*eqlstream coverage"):
+        load_rules(folder)
+
+
+def test_a_malformed_file_in_a_folder_is_still_an_error(tmp_path: Path) -> None:
+    folder = upstream_folder(tmp_path)
+    write(folder, UPSTREAM.replace('severity = "medium"', 'severity = "nope"'), "e_broken.toml")
+    with pytest.raises(RuleError, match="e_broken.toml"):
+        load_rules(folder)
+
+
+RUNS_QUERY = """
+sequence by host.id with maxspan=1m
+  [process where event.type == "start" and process.name : "whoami.exe"] with runs=3
+  [network where event.type == "start"]
+"""
+
+
+def test_with_runs_repeats_the_stage_as_elasticsearch_does(tmp_path: Path) -> None:
+    """``[q] with runs=3`` is three copies of ``[q]``: three whoami starts, then a connection."""
+    (rule,) = load_rules(write(tmp_path, upstream(RUNS_QUERY, "5f5b1a6e-5f2d-4c8e-9d0b-1f2e3d4c5b6a", "Runs")))
+    assert len(rule.stages) == 4
+
+    def event(second: int, category: str, name: str = "whoami.exe") -> dict:
+        return {
+            "@timestamp": f"2024-06-07T10:00:{second:02d}.000Z",
+            "event": {"category": [category], "type": ["start"], "id": f"e{second}"},
+            "host": {"id": "h1"},
+            "process": {"name": name, "entity_id": f"p{second}"},
+        }
+
+    two_starts = [event(0, "process"), event(1, "process"), event(5, "network", "x.exe")]
+    assert Detector([rule]).detect(two_starts).alerts == []
+    three_starts = [event(0, "process"), event(1, "process"), event(2, "process"), event(5, "network", "x.exe")]
+    (alert,) = Detector([rule]).detect(three_starts).alerts
+    assert [block["process"]["entity_id"] for block in alert.documents[:-1]] == ["p0", "p1", "p2", "p5"]

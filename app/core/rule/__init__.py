@@ -1,6 +1,15 @@
 """Rule files, their EQL compiled into predicates, and the raw-bytes prefilter derived from them."""
 
-from app.core.rule.compiler import CompiledRule, Stage, TooManyJoinKeys, combined_requirement, compile_rule, load_rules
+from app.core.rule.compiler import (
+    CompiledRule,
+    Stage,
+    SurveyEntry,
+    TooManyJoinKeys,
+    combined_requirement,
+    compile_rule,
+    load_rules,
+    survey_rules,
+)
 from app.core.rule.model import DEFAULT_RULE_PATH, RuleMeta
 
 __all__ = [
@@ -12,4 +21,6 @@ __all__ = [
     "combined_requirement",
     "compile_rule",
     "load_rules",
+    "survey_rules",
+    "SurveyEntry",
 ]

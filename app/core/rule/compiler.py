@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import tomllib
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,10 +12,10 @@ from typing import Any
 
 from eql import ast
 
-from app.core.errors import RuleError, UnsupportedQuery
+from app.core.errors import RuleError, UnsupportedQuery, UnsupportedRule
 from app.core.model import JoinKey, JoinKeyValue
 from app.core.rule.eqlparse import EqlError, parse_rule_query
-from app.core.rule.model import DEFAULT_RULE_PATH, RuleMeta, read_rule_meta
+from app.core.rule.model import DEFAULT_RULE_PATH, NotASequenceRule, RuleMeta, read_rule_meta
 from app.core.rule.predicates import (
     ConditionCompiler,
     Predicate,
@@ -103,24 +104,25 @@ def compile_rule(
         message = problem[1] if len(problem) > 1 else str(exc)
         line = getattr(exc, "line", None)
         column = getattr(exc, "column", None)
-        raise RuleError(
+        # Unsupported rather than malformed: Elasticsearch may accept syntax the eql library does not know.
+        raise UnsupportedRule(
             path,
             f"invalid EQL query: {message}",
             None if line is None else query_line + line + 1,
             None if column is None else column + 1,
         ) from None
+    if not isinstance(node.first, ast.Sequence):
+        raise NotASequenceRule(path, "only sequence queries are supported", query_line + 1 if text else None)
     try:
         return _compile_sequence(meta, path, node, derived_fields)
     except UnsupportedQuery as exc:
-        raise RuleError(path, f"unsupported EQL: {exc}", query_line + 1 if text else None) from None
+        raise UnsupportedRule(path, f"unsupported EQL: {exc}", query_line + 1 if text else None) from None
 
 
 def _compile_sequence(meta: RuleMeta, path: str, node: ast.PipedQuery, derived_fields: Collection[str]) -> CompiledRule:
     if node.pipes:
         raise UnsupportedQuery("pipes (| head, | tail, ...) are not supported")
     sequence = node.first
-    if not isinstance(sequence, ast.Sequence):
-        raise UnsupportedQuery("only sequence queries are supported")
     if sequence.close is not None:
         raise UnsupportedQuery("'until' is not supported")
     if len(sequence.queries) < 2:
@@ -175,14 +177,31 @@ def _query_line(text: str) -> int:
     return line + 1 if len(key.group(1)) == 3 and not key.group(2).strip() else line
 
 
-def load_rules(
+@dataclass(frozen=True)
+class SurveyEntry:
+    """One rule file: the rule compiled, or why eqlstream does not run it."""
+
+    path: str
+    name: str | None
+    rule: CompiledRule | None = None
+    refusal: UnsupportedRule | None = None
+
+    @property
+    def sequence(self) -> bool:
+        """An EQL sequence rule (what eqlstream is for), or a query it cannot even parse."""
+        return not isinstance(self.refusal, NotASequenceRule)
+
+
+def survey_rules(
     path: Path | str | None,
     derived_fields: Collection[str],
     warn: Callable[[str], None] | None = None,
-) -> list[CompiledRule]:
-    """Load one rule file, or every ``*.toml`` file of a directory (sorted by name).
+) -> list[SurveyEntry]:
+    """Compile one rule file, or every ``*.toml`` file of a directory (sorted by name).
 
-    ``warn`` receives what is odd but harmless in the files (unknown keys and tables).
+    Malformed files (TOML, metadata) and duplicate rule ids raise ``RuleError``; a query the
+    parser cannot read is a refusal (Elasticsearch may know syntax the parser does not). ``warn``
+    receives what is odd but harmless (unknown keys and tables).
     """
     path = Path(path) if path is not None else DEFAULT_RULE_PATH
     if path.is_dir():
@@ -193,18 +212,68 @@ def load_rules(
         files = [path]
     else:
         raise RuleError(path, "no such rule file or directory")
-    rules = []
+    entries = []
     for file in files:
-        meta, text, warnings = read_rule_meta(file)
-        for warning in warnings:
-            if warn is not None:
-                warn(warning)
-        rules.append(compile_rule(meta, derived_fields, str(file), text))
+        name = _rule_name(file)
+        try:
+            meta, text, warnings = read_rule_meta(file)
+            for warning in warnings:
+                if warn is not None:
+                    warn(warning)
+            entries.append(SurveyEntry(str(file), name, rule=compile_rule(meta, derived_fields, str(file), text)))
+        except UnsupportedRule as exc:
+            entries.append(SurveyEntry(str(file), name, refusal=exc))
     seen: dict[str, str] = {}
-    for rule in rules:
-        if rule.meta.rule_id in seen:
-            raise RuleError(rule.path, f"rule_id {rule.meta.rule_id} is also used by {seen[rule.meta.rule_id]}")
-        seen[rule.meta.rule_id] = rule.path
+    for entry in entries:
+        if entry.rule is not None:
+            if entry.rule.meta.rule_id in seen:
+                raise RuleError(
+                    entry.path, f"rule_id {entry.rule.meta.rule_id} is also used by {seen[entry.rule.meta.rule_id]}"
+                )
+            seen[entry.rule.meta.rule_id] = entry.path
+    return entries
+
+
+def _rule_name(file: Path) -> str | None:
+    """The rule's name, if the file is TOML with one: reports name the rules that do not load too."""
+    try:
+        table = tomllib.loads(file.read_text(encoding="utf-8")).get("rule")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    name = table.get("name") if isinstance(table, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def load_rules(
+    path: Path | str | None,
+    derived_fields: Collection[str],
+    warn: Callable[[str], None] | None = None,
+) -> list[CompiledRule]:
+    """The rules to run from one rule file or a directory of them.
+
+    A file on its own must be a rule eqlstream runs. A directory (a copy of one of Elastic's rule
+    folders, say) runs every rule it can: each unsupported one is skipped with a warning naming
+    the reason, other rule types silently; it is an error only if nothing in it can run.
+    """
+    entries = survey_rules(path, derived_fields, warn)
+    rules = [entry.rule for entry in entries if entry.rule is not None]
+    refused = [entry for entry in entries if entry.refusal is not None]
+    unsupported = [entry for entry in refused if entry.sequence]
+    if not rules:
+        if len(refused) == 1 and refused[0].refusal is not None:
+            raise refused[0].refusal
+        raise RuleError(
+            path or DEFAULT_RULE_PATH,
+            f"none of the {len(refused)} rule files is a rule eqlstream runs ({len(unsupported)} unsupported "
+            f"sequence rules, {len(refused) - len(unsupported)} other rules): `eqlstream coverage` lists why",
+        )
+    if warn is not None and refused:
+        for entry in unsupported:
+            warn(f"{entry.refusal} (rule skipped)")
+        warn(
+            f"{path}: running {len(rules)} rules; skipped {len(unsupported)} unsupported sequence rules and "
+            f"{len(refused) - len(unsupported)} rules that are not EQL sequences"
+        )
     return rules
 
 

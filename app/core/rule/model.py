@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from app.core.errors import RuleError
+from app.core.errors import RuleError, UnsupportedRule
 from app.core.fields import FieldType
 from app.core.timeparse import parse_duration
 
@@ -188,11 +188,13 @@ def read_rule_meta(path: Path) -> tuple[RuleMeta, str, list[str]]:
     if not isinstance(table, dict):
         raise RuleError(path, "missing the [rule] table (is this a detection rule file?)")
     warnings = [f"{path}: unknown table [{name}] ignored" for name in sorted(set(document) - _KNOWN_TABLES)]
+    if table.get("type", "eql") != "eql":
+        raise NotASequenceRule(path, f"a {table.get('type')!r} rule, not an EQL rule", _line_of(text, "type"))
     for key, problem in _REFUSED_KEYS.items():
         if table.get(key):
-            raise RuleError(path, problem, _line_of(text, key))
+            raise UnsupportedRule(path, problem, _line_of(text, key))
     if table.get("timestamp_field", "@timestamp") != "@timestamp":
-        raise RuleError(
+        raise UnsupportedRule(
             path,
             "timestamp_field is not supported: sequences are ordered by @timestamp",
             _line_of(text, "timestamp_field"),
@@ -213,6 +215,11 @@ def read_rule_meta(path: Path) -> tuple[RuleMeta, str, list[str]]:
             problem += f" (and {len(exc.errors()) - 1} more problems)"
         raise RuleError(path, problem, _line_of(text, "from" if key == "from_" else key)) from None
     return meta, text, warnings
+
+
+class NotASequenceRule(UnsupportedRule):
+    """A detection rule that is not an EQL sequence: another type (query, threshold, ES|QL, ...), or
+    an EQL query of single events. Nothing to report about it in a folder of Elastic's rules."""
 
 
 def _line_of(text: str, key: str) -> int | None:

@@ -8,6 +8,7 @@ literals an event's raw bytes must contain for it to match (see ``prefilter``).
 
 from __future__ import annotations
 
+import ipaddress
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -23,6 +24,7 @@ from app.core.fields import (
     field_type,
     ip_value,
     keyword_value,
+    known_field_type,
     long_value,
     number_value,
 )
@@ -157,9 +159,73 @@ class ConditionCompiler:
             if name == CASE_INSENSITIVE_IN:
                 return self._equals(args[0], values, insensitive=True)
             return self._wildcard(args[0], values, insensitive=name == "wildcard")
-        raise UnsupportedQuery(
-            f"function {name}() is not supported (supported: ':', like, like~, in, in~, comparisons, and/or/not)"
-        )
+        # Elasticsearch looks function names up in lower case; a trailing ~ asks for ASCII case folding.
+        insensitive = name.endswith("~")
+        canonical = name.rstrip("~").lower()
+        if canonical in ("startswith", "endswith", "stringcontains"):
+            return self._string_test(node, canonical, insensitive)
+        if canonical == "cidrmatch" and not insensitive:
+            return self._cidr_match(node)
+        raise UnsupportedQuery(f"function {name}() is not supported")
+
+    def _string_test(self, node: ast.FunctionCall, name: str, insensitive: bool) -> CompiledCondition:
+        """``startsWith``/``endsWith``/``stringContains`` of a keyword field and a string literal.
+
+        Elasticsearch runs them as queries on the field, so any value of a multi-valued field may
+        match and ``~`` folds ASCII letters only (as for ``:``): ``startsWith`` as a prefix query (the
+        literal is literal); ``endsWith`` and ``stringContains`` as Lucene wildcard queries of
+        ``*literal`` and ``*literal*``, the literal not escaped (``QueryTranslator``), so a ``*`` or
+        ``?`` in it is a wildcard and a backslash makes the next character literal.
+        """
+        args = node.arguments
+        if len(args) != 2 or not isinstance(args[0], ast.Field) or not isinstance(args[1], ast.String):
+            raise UnsupportedQuery(f"{node.name}() is supported on a field and a string literal only: {node}")
+        reader = self._field_reader(args[0])
+        if reader.type is not FieldType.KEYWORD:
+            raise UnsupportedQuery(f"{node.name}() needs a keyword field; {reader.name} is {reader.type.value}")
+        literal: str = args[1].value
+        if name == "startswith":
+            if insensitive:
+                folded = literal.encode().lower()
+                matcher: Callable[[str], bool] = lambda value: value.encode().lower().startswith(folded)  # noqa: E731
+            else:
+                matcher = lambda value: value.startswith(literal)  # noqa: E731
+            requirement = self._literal_requirement(reader.name, [literal])
+        else:
+            pattern = "*" + literal + ("*" if name == "stringcontains" else "")
+            matcher = _lucene_wildcard_matcher(pattern, insensitive)
+            requirement = self._literal_requirement(reader.name, [max(re.split(r"[*?]", literal), key=len)])
+        return CompiledCondition(_any_match(reader, [matcher]), requirement, frozenset([reader.name]))
+
+    def _cidr_match(self, node: ast.FunctionCall) -> CompiledCondition:
+        """``cidrMatch`` of an ip field and CIDR (or address) literals, as Elasticsearch's prefix queries.
+
+        Elasticsearch indexes every address in 16 bytes, IPv4 as IPv4-mapped IPv6, and masks the
+        host bits of a CIDR; comparing integer ranges in that space gives the same answers, for
+        instance ``::/0`` matching IPv4 addresses too.
+        """
+        args = node.arguments
+        if len(args) < 2 or not isinstance(args[0], ast.Field):
+            raise UnsupportedQuery(f"cidrMatch() needs an ip field and at least one CIDR block: {node}")
+        reader = self._field_reader(args[0])
+        if reader.type is not FieldType.IP:
+            raise UnsupportedQuery(f"cidrMatch() needs an ip field; {reader.name} is {reader.type.value}")
+        ranges = []
+        for arg in args[1:]:
+            block = self._literal(arg)
+            try:
+                network = ipaddress.ip_network(block, strict=False) if isinstance(block, str) else None
+            except ValueError:
+                network = None
+            if network is None:
+                raise UnsupportedQuery(f"cidrMatch(): {block!r} is not a CIDR block or an IP address")
+            low = _ip_int(network.network_address)
+            ranges.append((low, low + network.num_addresses - 1))
+
+        def predicate(doc: Any) -> bool:
+            return any(low <= number <= high for number in map(_ip_int, reader(doc)) for low, high in ranges)
+
+        return CompiledCondition(predicate, NO_REQUIREMENT, frozenset([reader.name]))
 
     def _equals(self, field_node: ast.Expression, values: list[Any], *, insensitive: bool) -> CompiledCondition:
         reader = self._field_reader(field_node)
@@ -205,6 +271,14 @@ class ConditionCompiler:
         if reader.type is FieldType.LONG:
             bound = self._long_literal(reader.name, value)
         elif reader.type is FieldType.KEYWORD:
+            declared = reader.name in self._field_types or known_field_type(reader.name) is not None
+            if isinstance(value, (int, float)) and not declared:
+                # Elastic's indices map such fields as numbers (file.Ext.entropy, the relative
+                # times of Elastic Defend): comparing their text would give wrong answers.
+                raise UnsupportedQuery(
+                    f"range comparison of {reader.name} with a number: eqlstream does not know its mapping type "
+                    "(declare it in the rule's [rule.field_types] table: keyword, long, ip or date)"
+                )
             bound = keyword_value(value)
             if bound is None:
                 raise UnsupportedQuery(f"cannot compare the keyword field {reader.name} with {value!r}")
@@ -312,18 +386,33 @@ def _insensitive_matcher(literal: str) -> Callable[[str], bool]:
 
 def _wildcard_matcher(pattern: str, insensitive: bool) -> Callable[[str], bool]:
     """A whole-value matcher; ``*`` and ``?`` are wildcards and nothing escapes them, as in EQL."""
-    parts = []
-    for ch in pattern:
-        if ch == "*":
-            parts.append(".*")
-        elif ch == "?":
-            parts.append(".")
-        elif insensitive and ch.isascii() and ch.isalpha():
-            parts.append(f"[{ch.lower()}{ch.upper()}]")
-        else:
-            parts.append(re.escape(ch))
+    parts = [".*" if ch == "*" else "." if ch == "?" else _char_regex(ch, insensitive) for ch in pattern]
     regex = re.compile("".join(parts), re.DOTALL)
     return lambda value: regex.fullmatch(value) is not None
+
+
+def _lucene_wildcard_matcher(pattern: str, insensitive: bool) -> Callable[[str], bool]:
+    """A whole-value matcher with Lucene's ``WildcardQuery`` rules: ``*`` and ``?`` are wildcards, a
+    backslash makes the next character literal, and a trailing backslash is itself."""
+    parts = []
+    index = 0
+    while index < len(pattern):
+        ch = pattern[index]
+        if ch == "\\" and index + 1 < len(pattern):
+            index += 1
+            parts.append(_char_regex(pattern[index], insensitive))
+        else:
+            parts.append(".*" if ch == "*" else "." if ch == "?" else _char_regex(ch, insensitive))
+        index += 1
+    regex = re.compile("".join(parts), re.DOTALL)
+    return lambda value: regex.fullmatch(value) is not None
+
+
+def _char_regex(ch: str, insensitive: bool) -> str:
+    """One literal character, both ASCII cases of a letter when ``insensitive`` (Elasticsearch folds no other)."""
+    if insensitive and ch.isascii() and ch.isalpha():
+        return f"[{ch.lower()}{ch.upper()}]"
+    return re.escape(ch)
 
 
 def and_requirements(requirements: Iterable[Requirement]) -> Requirement:
@@ -337,10 +426,12 @@ def or_requirements(requirements: list[Requirement]) -> Requirement:
     """(A1 and A2) or (B1) == (A1 or B1) and (A2 or B1): distribute, then drop subsumed clauses."""
     if any(not r for r in requirements):
         return NO_REQUIREMENT
-    result: set[frozenset[bytes]] = set(requirements[0])
+    result: Requirement = _simplify(set(requirements[0]))
     for requirement in requirements[1:]:
-        result = {a | b for a in result for b in requirement}
-    return _simplify(result)
+        # Simplified at each step: the product would otherwise grow as clauses ** rules (a folder of
+        # rules never finished compiling), and a weaker necessary condition is still a necessary one.
+        result = _simplify({a | b for a in result for b in requirement})
+    return result
 
 
 def _simplify(clauses: set[frozenset[bytes]]) -> Requirement:
@@ -353,6 +444,14 @@ def _simplify(clauses: set[frozenset[bytes]]) -> Requirement:
     return frozenset(kept[:_MAX_CLAUSES])
 
 
+def _ip_int(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
+    """The address as Elasticsearch indexes it: 128 bits, IPv4 mapped into ``::ffff:0:0/96``."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return _IPV4_MAPPED | int(address)
+    return int(address)
+
+
+_IPV4_MAPPED = 0xFFFF << 32
 _ORDERINGS: dict[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt,
     "<=": operator.le,

@@ -3,7 +3,7 @@
 Each test streams a synthetic fleet's events (noise, near misses, attacks) at a steady rate
 through ``python -m app run`` child processes, injects its fault while the events flow, and then
 compares the alert ids on the alerts topic with the offline engine's answer on the same events
-(``replay_ids``): the same set, nothing missed, nothing invented; repeats only as the same
+(``detect``): the same set, nothing missed, nothing invented; repeats only as the same
 document under the same id. ``EQLSTREAM_RELIABILITY_FULL=1`` runs the long versions.
 """
 
@@ -22,7 +22,7 @@ from eqlstream_dev import synthetic
 
 from app.settings import ServiceSettings
 from tests.support.broker import committed, prepare_topics, wait_for_state
-from tests.support.detection import attack, options, replay_ids
+from tests.support.detection import Detection, attack, detect, options
 from tests.support.faults import (
     FULL,
     AlertCollector,
@@ -32,6 +32,7 @@ from tests.support.faults import (
     duplicate_figures,
     poll_until,
     send,
+    where_lost,
 )
 from tests.support.settings import service_settings, with_settings
 from tests.support.worker import Worker, free_port, http_get
@@ -95,15 +96,30 @@ def workers() -> Iterator[list[Worker]]:
         worker.stop()
 
 
-def compare(collector: AlertCollector, expected: set[str], figures: dict[str, Any], timeout: float) -> None:
-    """Wait for the expected alerts, record the counts, and require exactly the replay's answer."""
+def compare(
+    collector: AlertCollector,
+    replay: Detection,
+    figures: dict[str, Any],
+    timeout: float,
+    settings: ServiceSettings,
+    log_dir: Path,
+) -> None:
+    """Wait for the replay's alerts, record the counts, and require exactly the replay's answer; a
+    failure says where the missed alerts' events got to (``where_lost``)."""
+    expected = set(replay.ids())
     collector.wait_for(expected, timeout)
     figures["alerts expected (replay)"] = len(expected)
     figures.update(duplicate_figures(collector))
     got = set(collector.shell_ids())
     figures["alerts missed"] = len(expected - got)
     figures["alerts not in the replay"] = len(got - expected)
-    assert got == expected, f"{len(expected - got)} missed, {len(got - expected)} not in the replay after {timeout} s"
+    if got != expected:
+        missed = [alert for alert in replay.alerts if alert.id not in got]
+        evidence = where_lost(settings, missed, sorted(log_dir.glob("*.log")))
+        pytest.fail(
+            f"{len(expected - got)} missed, {len(got - expected)} not in the replay after {timeout} s\n"
+            f"not in the replay: {sorted(got - expected)}\n{evidence}"
+        )
 
 
 @pytest.mark.timeout(900 if FULL else 300)
@@ -119,7 +135,7 @@ def test_kill_9_under_steady_load(
     must equal the replay's: no sequence missed, repeats only under the same id."""
     settings = settings_for(kafka_bootstrap, tmp_path)
     events = corpus(7, KILLS * (KILL_INTERVAL_S + 15) + 15)  # ~10 s to recover from each kill
-    expected = replay_ids(events, options=UNCAPPED)
+    replay = detect(events, options=UNCAPPED)
     alerts = collector(settings)
     workers.append(Worker(settings, "w1", tmp_path).start())
     workers[-1].wait_ready(READY_TIMEOUT_S)
@@ -140,7 +156,7 @@ def test_kill_9_under_steady_load(
     figures["events produced"] = len(events)
     figures["seconds from kill -9 to the first alert after the restart (each kill)"] = first_alert_after_kill
     figures["seconds from restart to /readyz 200 (each restart)"] = ready_after_restart
-    compare(alerts, expected, figures, timeout=180)
+    compare(alerts, replay, figures, 180, settings, tmp_path)
 
 
 @pytest.fixture
@@ -175,7 +191,7 @@ def test_broker_outage_then_recovery(
     settings = settings_for(f"127.0.0.1:{proxy.port}", tmp_path)
     before_s, after_s = 15, 30 if FULL else 20
     events = corpus(11, before_s + OUTAGE_S + after_s)
-    expected = replay_ids(events, options=UNCAPPED)
+    replay = detect(events, options=UNCAPPED)
     alerts = collector(settings)
     worker = Worker(settings, "w1", tmp_path).start()
     workers.append(worker)
@@ -214,7 +230,7 @@ def test_broker_outage_then_recovery(
     figures["seconds from broker back to the first alert"] = back_to_alert
     if outage == "refused":
         figures["connections the clients re-opened after the outage"] = proxy.accepted - connections_before
-    compare(alerts, expected, figures, timeout=240)
+    compare(alerts, replay, figures, 240, settings, tmp_path)
     assert worker.alive(), f"the worker exited instead of recovering:\n{worker.log_tail()}"
     figures["worker restarts"] = 0
 
@@ -233,7 +249,7 @@ def test_scale_1_to_3_to_1_while_events_flow(
     settings = settings_for(kafka_bootstrap, tmp_path)
     settle_s = 20 if FULL else 10
     events = corpus(13, 3 * settle_s + 50)  # joining takes ~30 s on two shared cores
-    expected = replay_ids(events, options=UNCAPPED)
+    replay = detect(events, options=UNCAPPED)
     alerts = collector(settings)
 
     def start(name: str) -> Worker:
@@ -266,7 +282,7 @@ def test_scale_1_to_3_to_1_while_events_flow(
         )
     assert all(figures[f"{worker.name}: ingest assignments"] for worker in extra), "a new worker got no partitions"
     figures["events produced"] = len(events)
-    compare(alerts, expected, figures, timeout=180)
+    compare(alerts, replay, figures, 180, settings, tmp_path)
 
 
 def _mount_tmpfs(path: Path, size: str) -> bool:
@@ -336,7 +352,7 @@ def test_broken_state_directory_is_reported_and_loses_nothing(
     full = state_dir.parent.name == "small"
     settings = settings_for(kafka_bootstrap, tmp_path, data_dir=state_dir)
     attacks = [attack(i, host=f"h{i % 3}") for i in range(6)]
-    expected = replay_ids([event for pair in attacks for event in pair], options=UNCAPPED)
+    replay = detect([event for pair in attacks for event in pair], options=UNCAPPED)
     alerts = collector(settings)
     worker = Worker(settings, "w1", tmp_path).start()
     workers.append(worker)
@@ -375,6 +391,6 @@ def test_broken_state_directory_is_reported_and_loses_nothing(
     figures["seconds broken"] = repaired_at - broke_at
     if not worker.alive():
         workers.append(Worker(settings, "w1", tmp_path).start())
-    compare(alerts, expected, figures, timeout=180)
+    compare(alerts, replay, figures, 180, settings, tmp_path)
     figures["seconds from repair to all alerts"] = time.monotonic() - repaired_at
     assert workers[-1].alive(), workers[-1].log_tail()

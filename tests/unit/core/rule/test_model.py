@@ -187,10 +187,19 @@ def test_declared_field_types_change_how_a_custom_field_is_read(tmp_path):
     (rule,) = load_rules(path)
     assert rule.meta.field_types == {"custom.count": FieldType.LONG}
     assert rule.stages[0].predicate({"custom": {"count": "7"}})
-    # as a long 10 > 5; undeclared, the field is a keyword and "10" < "5" lexicographically
+    # as a long 10 > 5; declared a keyword, "10" < "5" lexicographically, as Elasticsearch compares keywords
     assert rule.stages[0].predicate({"custom": {"count": "10"}})
-    undeclared = write(tmp_path / "r2.toml", rule_text(query=query))
-    assert not load_rules(undeclared)[0].stages[0].predicate({"custom": {"count": "10"}})
+    keyword = '\n[rule.field_types]\n"custom.count" = "keyword"\n'
+    declared_keyword = write(tmp_path / "r2.toml", rule_text(query=query, extra=keyword))
+    assert not load_rules(declared_keyword)[0].stages[0].predicate({"custom": {"count": "10"}})
+
+
+def test_a_number_compared_with_a_field_of_unknown_type_is_refused_with_the_fix(tmp_path):
+    """Undeclared, the field would be read as a keyword and compared as text ("10" < "5"), while
+    Elastic's indices map such fields as numbers: wrong answers, so the rule is refused."""
+    query = "sequence [any where custom.count > 5] [any where true]"
+    message = str(load_error(write(tmp_path / "r.toml", rule_text(query=query))))
+    assert "custom.count" in message and "[rule.field_types]" in message
 
 
 def test_unknown_field_type_is_rejected(tmp_path):

@@ -721,3 +721,84 @@ def test_v4_second_stage_passes_without_source_address(v4_stages):
     assert "address" not in WINLOGBEAT7_NETWORK["source"]
     assert second(WINLOGBEAT7_NETWORK)
     assert second(changed(DEFEND_NETWORK, "source.address", None))
+
+
+# -- string functions and cidrMatch ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("condition", "value", "expected"),
+    [
+        ('startsWith(process.name, "ms")', "mshta.exe", True),
+        ('startsWith(process.name, "MS")', "mshta.exe", False),  # case-sensitive without ~
+        ('startsWith~(process.name, "MS")', "mshta.exe", True),
+        ('startswith~(process.name, "MS")', "mshta.exe", True),  # function names in any case
+        ('STARTSWITH(process.name, "ms")', "mshta.exe", True),
+        ('startsWith(process.name, "")', "mshta.exe", True),
+        ('startsWith(process.name, "m*")', "mshta.exe", False),  # * is a plain character here
+        ('startsWith(process.name, "m*")', "m*shta.exe", True),
+        ('endsWith(process.name, ".exe")', "mshta.exe", True),
+        ('endsWith(process.name, ".EXE")', "mshta.exe", False),
+        ('endsWith~(process.name, ".EXE")', "mshta.exe", True),
+        ('stringContains(process.name, "hta")', "mshta.exe", True),
+        ('stringContains(process.name, "HTA")', "mshta.exe", False),
+        ('stringContains~(process.name, "HTA")', "mshta.exe", True),
+        ('stringContains~(process.name, "Ä")', "ä", False),  # ~ folds ASCII letters only
+        ('stringContains~(process.name, "É")', "É", True),
+        # endsWith and stringContains are Lucene wildcard queries of *literal and *literal*, the
+        # literal unescaped: its * and ? are wildcards and a backslash quotes the next character.
+        ('stringContains(process.name, "s*a")', "mshta.exe", True),
+        ('endsWith(process.name, ".ex?")', "mshta.exe", True),
+        ('endsWith(process.name, ".ex?")', "mshta.exe1", False),
+        ('stringContains(process.name, "\\\\Windows\\\\")', "C:\\Windows\\System32", False),
+        ('stringContains(process.name, "\\\\Windows\\\\")', "xWindows*", True),
+        ('endsWith(process.name, "a\\\\")', "a\\", True),  # a trailing backslash is itself
+    ],
+)
+def test_string_functions_are_prefix_and_wildcard_queries(condition, value, expected):
+    check(condition, {"process": {"name": value}}, expected)
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        ({"process": {"args": ["C:\\x\\mshta.exe", "-Embedding"]}}, True),  # any value of an array
+        ({"process": {"args": ["-Embedding"]}}, False),
+        ({"process": {"args": "x" * 1025 + "mshta.exe"}}, False),  # over ignore_above: not indexed
+        ({}, False),
+    ],
+)
+def test_string_functions_test_each_value_of_a_multi_valued_field(doc, expected):
+    check('endsWith~(process.args, "MSHTA.EXE")', doc, expected)
+
+
+def test_a_negated_string_function_matches_events_without_the_field():
+    check('not startsWith(process.name, "ms")', {}, True)
+
+
+@pytest.mark.parametrize(
+    ("blocks", "address", "expected"),
+    [
+        ('"10.0.0.0/8"', "10.1.2.3", True),
+        ('"10.0.0.0/8"', "11.1.2.3", False),
+        ('"10.0.0.0/8", "192.168.0.0/16"', "192.168.4.4", True),
+        ('"10.1.2.3/8"', "10.200.0.1", True),  # host bits masked, as Elasticsearch's prefix query does
+        ('"10.1.2.3"', "10.1.2.3", True),  # a bare address is its one-address block
+        ('"10.1.2.3"', "10.1.2.4", False),
+        ('"127.0.0.0/8", "::1"', "::1", True),
+        ('"127.0.0.0/8"', "::ffff:127.0.0.1", True),  # IPv4-mapped IPv6 is the IPv4 address
+        ('"::/0"', "10.1.2.3", True),  # IPv4 lives in ::ffff:0:0/96 of the 16-byte space
+        ('"::1/128"', "::1", True),
+        ('"fe80::/10"', "FE80::1", True),
+        ('"fe80::/10"', "10.1.2.3", False),
+        ('"10.0.0.0/8"', "not an ip", False),
+    ],
+)
+def test_cidr_match_is_a_prefix_query_on_the_16_byte_address(blocks, address, expected):
+    check(f"cidrMatch(source.ip, {blocks})", {"source": {"ip": address}}, expected)
+
+
+def test_cidr_match_tests_each_value_and_is_false_without_one():
+    check('cidrMatch(related.ip, "10.0.0.0/8")', {"related": {"ip": ["8.8.8.8", "10.0.0.1"]}}, True)
+    check('cidrMatch(related.ip, "10.0.0.0/8")', {}, False)
+    check('not cidrMatch(related.ip, "10.0.0.0/8")', {}, True)

@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     _version(rp)
     rp.add_argument("files", nargs="+", metavar="FILE")
     rp.add_argument("--rule", help="rule file or directory (default: EQLSTREAM_RULE_PATH or the bundled rule)")
+    rp.add_argument(
+        "--version-lock", help="Elastic's version.lock.json, for rule versions (EQLSTREAM_RULE_VERSION_LOCK)"
+    )
     rp.add_argument("--allowed-lateness", help="ms, s, m, h or d, e.g. 5m (default: EQLSTREAM_ALLOWED_LATENESS or 5m)")
     rp.add_argument("--order-tolerance", help="ms, s, m, h or d, e.g. 5s (default: EQLSTREAM_ORDER_TOLERANCE or 0s)")
     rp.add_argument("--host-id-fallback", help="opt-in join field for events without host.id, e.g. host.name")
@@ -77,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
         help="all (default, EQLSTREAM_ROLE): both stages in one process; ingest or sequence: one stage",
     )
     run.add_argument("--rule", help="rule file or directory (default: EQLSTREAM_RULE_PATH or the bundled rule)")
+    run.add_argument(
+        "--version-lock", help="Elastic's version.lock.json, for rule versions (EQLSTREAM_RULE_VERSION_LOCK)"
+    )
     run.set_defaults(handler=_run)
     coverage = commands.add_parser(
         "coverage",
@@ -126,7 +132,7 @@ def _prepare(kind: type[DetectionSettings], args: argparse.Namespace, flags: dic
     for warning in unknown_variables(os.environ):
         log.warning("%s", warning)
     try:
-        rules = load_rules(settings.rule_path, warn=log.warning)
+        rules = load_rules(settings.rule_path, warn=log.warning, version_lock=settings.rule_version_lock)
     except EqlstreamError as exc:
         print(f"eqlstream: {exc}", file=sys.stderr)
         return None, None
@@ -140,7 +146,7 @@ def _run(args: argparse.Namespace) -> int:
     settings, rules = _prepare(
         ServiceSettings,
         args,
-        {"role": "--role", "rule_path": "--rule"},
+        {"role": "--role", "rule_path": "--rule", "rule_version_lock": "--version-lock"},
         "%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     if settings is None:
@@ -184,6 +190,7 @@ def _coverage(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     flags = {
         "rule_path": "--rule",
+        "rule_version_lock": "--version-lock",
         "allowed_lateness": "--allowed-lateness",
         "order_tolerance": "--order-tolerance",
         "host_id_fallback": "--host-id-fallback",

@@ -57,6 +57,11 @@ class DetectionSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", validate_default=True)
 
     rule_path: Path = Field(DEFAULT_RULE_PATH, description="A rule file or a directory of *.toml rule files.")
+    rule_version_lock: Path | None = Field(
+        None,
+        description="Elastic's version.lock.json (detection_rules/etc/ in detection-rules): the version of each "
+        "rule file that carries none (else 1).",
+    )
     allowed_lateness: Duration = Field(
         parse_duration("5m"),
         description="How far out of @timestamp order an event may arrive and still get the sorted-order answer.",
@@ -120,6 +125,8 @@ class DetectionSettings(BaseSettings):
         environment = {}
         for name, info in type(self).model_fields.items():
             value = getattr(self, name)
+            if value is None:  # unset: the variable's absence says so
+                continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
             elif isinstance(value, bool):

@@ -26,11 +26,18 @@ from app.core.options import DetectionOptions
 from app.core.rule import CompiledRule, SurveyEntry
 from app.core.rule import load_rules as _load_rules
 from app.core.rule import survey_rules as _survey_rules
+from app.core.rule.model import read_version_lock
 
 
-def load_rules(path: Path | str | None = None, warn: Callable[[str], None] | None = None) -> list[CompiledRule]:
-    """Load one rule file or a directory of them (default: the bundled rule), compiled for this core."""
-    return _load_rules(path, DERIVED_FIELDS, warn)
+def load_rules(
+    path: Path | str | None = None,
+    warn: Callable[[str], None] | None = None,
+    version_lock: Path | str | None = None,
+) -> list[CompiledRule]:
+    """Load one rule file or a directory of them (default: the bundled rule), compiled for this core;
+    ``version_lock``: Elastic's version.lock.json, for the versions the files do not carry."""
+    versions = read_version_lock(version_lock) if version_lock is not None else None
+    return _load_rules(path, DERIVED_FIELDS, warn, versions)
 
 
 def survey_rules(path: Path | str) -> list[SurveyEntry]:

@@ -189,3 +189,9 @@ def test_coverage_json_lines(tmp_path: Path, capsysbinary: pytest.CaptureFixture
 def test_coverage_of_a_missing_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["coverage", str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err == f"eqlstream: {tmp_path / 'nope'}: no such rule file or directory\n"
+
+
+def test_a_missing_version_lock_is_one_line_naming_it(events_file: Path, capsys: pytest.CaptureFixture) -> None:
+    missing = events_file.parent / "version.lock.json"
+    assert main(["replay", "--version-lock", str(missing), str(events_file)]) == 2
+    assert capsys.readouterr().err.startswith(f"eqlstream: {missing}: cannot read the version lock")

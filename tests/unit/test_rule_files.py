@@ -262,3 +262,40 @@ def test_with_runs_repeats_the_stage_as_elasticsearch_does(tmp_path: Path) -> No
     three_starts = [event(0, "process"), event(1, "process"), event(2, "process"), event(5, "network", "x.exe")]
     (alert,) = Detector([rule]).detect(three_starts).alerts
     assert [block["process"]["entity_id"] for block in alert.documents[:-1]] == ["p0", "p1", "p2", "p5"]
+
+
+# -- Elastic's version lock -------------------------------------------------------------------
+
+
+def test_the_version_lock_gives_versions_to_files_without_one(tmp_path: Path) -> None:
+    """detection-rules keeps versions in detection_rules/etc/version.lock.json; a file's own version wins."""
+    lock = tmp_path / "version.lock.json"
+    lock.write_text(
+        '{"9f5b1a6e-5f2d-4c8e-9d0b-1f2e3d4c5b6a": {"rule_name": "x", "sha256": "0", "type": "eql", "version": 212},'
+        ' "2f5b1a6e-5f2d-4c8e-9d0b-1f2e3d4c5b6a": {"rule_name": "y", "version": 7}}'
+    )
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    write(rules_dir, UPSTREAM, "a.toml")
+    write(
+        rules_dir,
+        upstream(QUERY, "2f5b1a6e-5f2d-4c8e-9d0b-1f2e3d4c5b6a", "Own").replace("[rule]\n", "[rule]\nversion = 3\n"),
+        "b.toml",
+    )
+    write(rules_dir, upstream(QUERY, "3f5b1a6e-5f2d-4c8e-9d0b-1f2e3d4c5b6a", "Unlocked"), "c.toml")
+    versions = [rule.meta.version for rule in load_rules(rules_dir, version_lock=lock)]
+    assert versions == [212, 3, DEFAULT_VERSION]
+    (alert,) = Detector(load_rules(rules_dir / "a.toml", version_lock=lock)).detect(events()).alerts
+    assert all(document["kibana.alert.rule.version"] == 212 for document in alert.documents)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"), [(None, "cannot read the version lock"), ("{", "not JSON"), ("[]", "not a JSON object")]
+)
+def test_an_unusable_version_lock_is_an_error_naming_it(tmp_path: Path, content: str | None, problem: str) -> None:
+    lock = tmp_path / "version.lock.json"
+    if content is not None:
+        lock.write_text(content)
+    with pytest.raises(RuleError, match=problem) as info:
+        load_rules(write(tmp_path, UPSTREAM), version_lock=lock)
+    assert str(info.value).startswith(str(lock))

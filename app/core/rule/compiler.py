@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 import tomllib
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,12 +196,14 @@ def survey_rules(
     path: Path | str | None,
     derived_fields: Collection[str],
     warn: Callable[[str], None] | None = None,
+    versions: Mapping[str, int] | None = None,
 ) -> list[SurveyEntry]:
     """Compile one rule file, or every ``*.toml`` file of a directory (sorted by name).
 
     Malformed files (TOML, metadata) and duplicate rule ids raise ``RuleError``; a query the
     parser cannot read is a refusal (Elasticsearch may know syntax the parser does not). ``warn``
-    receives what is odd but harmless (unknown keys and tables).
+    receives what is odd but harmless (unknown keys and tables). ``versions`` (Elastic's version
+    lock) gives the version of each file that carries none.
     """
     path = Path(path) if path is not None else DEFAULT_RULE_PATH
     if path.is_dir():
@@ -216,7 +218,7 @@ def survey_rules(
     for file in files:
         name = _rule_name(file)
         try:
-            meta, text, warnings = read_rule_meta(file)
+            meta, text, warnings = read_rule_meta(file, versions)
             for warning in warnings:
                 if warn is not None:
                     warn(warning)
@@ -248,6 +250,7 @@ def load_rules(
     path: Path | str | None,
     derived_fields: Collection[str],
     warn: Callable[[str], None] | None = None,
+    versions: Mapping[str, int] | None = None,
 ) -> list[CompiledRule]:
     """The rules to run from one rule file or a directory of them.
 
@@ -255,7 +258,7 @@ def load_rules(
     folders, say) runs every rule it can: each unsupported one is skipped with a warning naming
     the reason, other rule types silently; it is an error only if nothing in it can run.
     """
-    entries = survey_rules(path, derived_fields, warn)
+    entries = survey_rules(path, derived_fields, warn, versions)
     rules = [entry.rule for entry in entries if entry.rule is not None]
     refused = [entry for entry in entries if entry.refusal is not None]
     unsupported = [entry for entry in refused if entry.sequence]

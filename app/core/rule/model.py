@@ -16,9 +16,11 @@ from __future__ import annotations
 import re
 import tomllib
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.core.errors import RuleError, UnsupportedRule
@@ -171,8 +173,32 @@ class RuleMeta(_Entry):
         return parameters
 
 
-def read_rule_meta(path: Path) -> tuple[RuleMeta, str, list[str]]:
-    """Read and validate one rule file; returns the metadata, the file text and warnings to log."""
+def read_version_lock(path: Path | str) -> dict[str, int]:
+    """rule_id -> version from detection-rules' ``detection_rules/etc/version.lock.json``.
+
+    Elastic keeps rule versions there, not in the rule files; an entry's ``version`` is the one
+    Elastic publishes the rule under (``stack_emit`` variants for other stacks are left aside).
+    """
+    try:
+        document = orjson.loads(Path(path).read_bytes())
+    except OSError as exc:
+        raise RuleError(path, f"cannot read the version lock: {exc.strerror or exc}") from None
+    except orjson.JSONDecodeError as exc:
+        raise RuleError(path, f"the version lock is not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise RuleError(path, "the version lock is not a JSON object of rule_id -> entry")
+    return {
+        rule_id: entry["version"]
+        for rule_id, entry in document.items()
+        if isinstance(entry, dict) and type(entry.get("version")) is int and entry["version"] >= 1
+    }
+
+
+def read_rule_meta(path: Path, versions: Mapping[str, int] | None = None) -> tuple[RuleMeta, str, list[str]]:
+    """Read and validate one rule file; returns the metadata, the file text and warnings to log.
+
+    ``versions`` (a version lock) gives the version of a file that carries none.
+    """
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -214,6 +240,8 @@ def read_rule_meta(path: Path) -> tuple[RuleMeta, str, list[str]]:
         if len(exc.errors()) > 1:
             problem += f" (and {len(exc.errors()) - 1} more problems)"
         raise RuleError(path, problem, _line_of(text, "from" if key == "from_" else key)) from None
+    if "version" not in table and versions and meta.rule_id in versions:
+        meta = meta.model_copy(update={"version": versions[meta.rule_id]})
     return meta, text, warnings
 
 

@@ -21,7 +21,8 @@ from app.settings import ServiceSettings
 from tests.deploy.helpers import CHART, CI_VALUES, REPO, Rendered, load_yaml
 
 FIELDS = {f"EQLSTREAM_{name.upper()}": name for name in ServiceSettings.model_fields}
-# The fields' defaults as the service writes them (model_construct reads no environment).
+# The fields' defaults as the service writes them (model_construct reads no environment); a
+# setting unset by default (None) is absent.
 DEFAULTS = ServiceSettings.model_construct().to_environment()
 # Where the chart's default deliberately differs from the service's, and why.
 KUBERNETES_DEFAULTS = {
@@ -51,6 +52,8 @@ def service_reading(literal: dict[str, str]) -> dict[str, str]:
 
 def is_duration(name: str) -> bool:
     """Whether the service writes the setting as a duration (its default reads as one)."""
+    if name not in DEFAULTS:  # unset by default (a path), so not a duration
+        return False
     try:
         parse_duration(DEFAULTS[name])
     except ValueError:
@@ -114,7 +117,7 @@ def test_every_value_and_setting_is_in_the_deploy_guide() -> None:
     paths += [f"kafka.{key}" for key in ("bootstrapServers", "securityProtocol")]
     paths += [f"kafka.sasl.{key}" for key in values["kafka"]["sasl"]]
     paths += [f"kafka.tls.{key}" for key in values["kafka"]["tls"]]
-    paths += ["rules.path", "rules.files"]
+    paths += ["rules.path", "rules.files", "rules.versionLock"]
     assert [path for path in paths if f"`{path}`" not in guide] == []
     assert [name for name in FIELDS if f"`{name}`" not in guide] == []
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from app.core import DEFAULT_RULE_PATH, Detector, RejectReason, load_rules
-from app.core.extract import CandidateExtractor
+from app.core.extract import MAX_LISTED_LINES, CandidateExtractor
 from app.core.rule.predicates import NO_REQUIREMENT
 from app.core.rule.prefilter import Prefilter
 from tests.support.paths import INPUTS
@@ -172,6 +172,11 @@ def prefilter_problem(record: bytes, filtered: tuple[list, list], plain: tuple[l
     if reasons <= set(outcome(plain)[1]):
         return None
     multi_line = filtered[1] and plain[1] and (filtered[1][0].lines or plain[1][0].lines)
-    if multi_line and set(filtered[1][0].lines) <= set(plain[1][0].lines) and filtered[1][0].count <= plain[1][0].count:
-        return None
+    if multi_line and filtered[1][0].count <= plain[1][0].count:
+        # Only the first MAX_LISTED_LINES bad lines are listed: compare within what both lists cover.
+        listed = plain[1][0].lines
+        covered = max(listed) if len(listed) == MAX_LISTED_LINES else None
+        mine = {line for line in filtered[1][0].lines if covered is None or line <= covered}
+        if mine <= set(listed):
+            return None
     return "a rejection the unfiltered extraction does not give"

@@ -41,6 +41,15 @@ def test_a_multi_line_record_may_get_another_reason_but_never_more_bad_lines() -
     assert prefilter_problem(record, filtered, plain) is None
 
 
+def test_the_listed_bad_lines_are_compared_only_as_far_as_both_lists_go() -> None:
+    """Found by atheris in CI: with more bad lines than the 20 listed, the prefilter's list reaches
+    lines beyond the end of the full parse's list (it skipped noise lines before them)."""
+    record = b"\n".join([b"x"] * 3 + [b'{"}'] * 3 + [b"x"] * 30)  # {"}: object-shaped noise, not JSON
+    filtered, plain = _extractor.extract(record), _unfiltered.extract(record)
+    assert filtered[1][0].count < plain[1][0].count and max(filtered[1][0].lines) > max(plain[1][0].lines)
+    assert prefilter_problem(record, filtered, plain) is None
+
+
 @FUZZ
 @given(st.binary(max_size=400))
 def test_arbitrary_bytes(record: bytes) -> None:

@@ -216,14 +216,15 @@ def survey_rules(
         raise RuleError(path, "no such rule file or directory")
     entries = []
     for file in files:
-        name = _rule_name(file)
+        meta: RuleMeta | None = None
         try:
             meta, text, warnings = read_rule_meta(file, versions)
             for warning in warnings:
                 if warn is not None:
                     warn(warning)
-            entries.append(SurveyEntry(str(file), name, rule=compile_rule(meta, derived_fields, str(file), text)))
+            entries.append(SurveyEntry(str(file), meta.name, rule=compile_rule(meta, derived_fields, str(file), text)))
         except UnsupportedRule as exc:
+            name = meta.name if meta is not None else _rule_name(file)
             entries.append(SurveyEntry(str(file), name, refusal=exc))
     seen: dict[str, str] = {}
     for entry in entries:
@@ -237,7 +238,7 @@ def survey_rules(
 
 
 def _rule_name(file: Path) -> str | None:
-    """The rule's name, if the file is TOML with one: reports name the rules that do not load too."""
+    """The rule's name, if the file is TOML with one: for a rule refused before its metadata is read."""
     try:
         table = tomllib.loads(file.read_text(encoding="utf-8")).get("rule")
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):

@@ -173,6 +173,11 @@ class RuleMeta(_Entry):
         return parameters
 
 
+class NotASequenceRule(UnsupportedRule):
+    """A detection rule that is not an EQL sequence: another type (query, threshold, ES|QL, ...), or
+    an EQL query of single events. Nothing to report about it in a folder of Elastic's rules."""
+
+
 def read_version_lock(path: Path | str) -> dict[str, int]:
     """rule_id -> version from detection-rules' ``detection_rules/etc/version.lock.json``.
 
@@ -243,11 +248,6 @@ def read_rule_meta(path: Path, versions: Mapping[str, int] | None = None) -> tup
     if "version" not in table and versions and meta.rule_id in versions:
         meta = meta.model_copy(update={"version": versions[meta.rule_id]})
     return meta, text, warnings
-
-
-class NotASequenceRule(UnsupportedRule):
-    """A detection rule that is not an EQL sequence: another type (query, threshold, ES|QL, ...), or
-    an EQL query of single events. Nothing to report about it in a folder of Elastic's rules."""
 
 
 def _line_of(text: str, key: str) -> int | None:

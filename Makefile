@@ -40,7 +40,7 @@ broker: setup
 
 # Every measurement of bench/RESULTS.md in one run; bench-quick is the small smoke run CI does.
 bench: setup
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(if $(RULES),--rules $(RULES))
 
 bench-quick: setup
 	$(BIN)/python -m bench --quick

@@ -189,6 +189,16 @@ def _reading_parts(wanted: set[str], corpus: Corpus, rules: list[CompiledRule], 
         if "ingest" in wanted:
             process = partial(throughput.measure_ingest_process, bootstrap, INPUT_TOPIC, records, "ingest_process")
             readers.append(("ingest_process", process))
+            if args.rules is not None:
+                folder = partial(
+                    throughput.measure_ingest_process,
+                    bootstrap,
+                    INPUT_TOPIC,
+                    records,
+                    "ingest_process_rules",
+                    args.rules,
+                )
+                readers.append(("ingest_process_rules", folder))
         if "quix" in wanted:
             readers.append(
                 ("quix", lambda: throughput.measure_quix(throughput.quix_python(), bootstrap, INPUT_TOPIC, records))
@@ -275,6 +285,11 @@ def _parser() -> argparse.ArgumentParser:
         "service's default fetch max wait, which the embedded broker waits out on quiet topics)",
     )
     parser.add_argument("--memory-keys", type=int, help="distinct keys of the memory flood (default 1,000,000)")
+    parser.add_argument(
+        "--rules",
+        type=Path,
+        help="a rule file or folder (e.g. detection-rules' rules/windows): the ingest process is measured with it too",
+    )
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
     parser.add_argument("--quick", action="store_true", help="small volumes: a smoke run (CI); figures mean nothing")
     parser.add_argument("--seed", type=int, default=1)

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     detector = Detector(load_rules())
     extractor = detector.extractor
     if not args.prefilter:
-        extractor.prefilter = Prefilter(frozenset())  # the empty requirement: every record is parsed
+        extractor.prefilter = Prefilter([])  # no requirement: every record is parsed
     app = faust.App(
         f"bench-faust-{os.getpid()}",
         broker=f"kafka://{args.bootstrap}",

@@ -122,8 +122,19 @@ def _replay(parts: dict[str, Part]) -> tuple[str, bool] | None:
     return (text if rate >= 300_000 else f"{text}: {1 - rate / 300_000:.1%} short"), rate >= 300_000
 
 
+def _rules_share(parts: dict[str, Part]) -> tuple[str, bool] | None:
+    """The ingest process's rate with a folder of rules (``--rules``) as a share of its rate with one."""
+    ratio = _ratio(parts, "ingest_process_rules", "ingest_process")
+    if ratio is None:
+        return None
+    many, one = _figure(parts, "ingest_process_rules", "rate"), _figure(parts, "ingest_process", "rate")
+    text = f"{ratio:.1%} ({many:,.0f} vs {one:,.0f} events/s)"
+    return (text if ratio >= 0.9 else f"{text}: {0.9 - ratio:.1%} points short"), ratio >= 0.9
+
+
 TARGETS = [
     Target("ingest process >= 90% of the bare consumer's rate", _share_of("ceiling", 0.9)),
+    Target("ingest process with a folder of rules (--rules) >= 90% of it with the bundled rule", _rules_share),
     Target("ingest process >= 1.5x Quix Streams", _times("quix", 1.5)),
     Target("ingest process >= 10x the plain Faust agent", _times("faust", 10)),
     Target(
@@ -146,6 +157,7 @@ GLANCE = (
     "ceiling",
     "quix",
     "ingest_process",
+    "ingest_process_rules",
     "ingest",
     "adversarial_process",
     "adversarial",

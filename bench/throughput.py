@@ -30,7 +30,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer
 
-from app.core import CompiledRule, Detector
+from app.core import CompiledRule, Detector, load_rules
 from app.service.ingest import BATCH_SIZE, IngestStage
 from app.service.kafka import KafkaConnection
 from app.service.metrics import PrometheusObserver
@@ -47,9 +47,9 @@ QUIX_VERSION = "3.28.1"
 QUIX_VENV = OUT / f"quix-venv-{QUIX_VERSION}"
 
 
-def reader_settings(bootstrap: str, topic: str, name: str) -> ServiceSettings:
+def reader_settings(bootstrap: str, topic: str, name: str, **changes: object) -> ServiceSettings:
     """Default service settings reading ``topic``, with outputs and a group of this measurement's own."""
-    return bench_settings(bootstrap, f"bench-{name}-{uuid.uuid4().hex[:8]}", input_topics=[topic])
+    return bench_settings(bootstrap, f"bench-{name}-{uuid.uuid4().hex[:8]}", input_topics=[topic], **changes)
 
 
 def consumer_config(settings: ServiceSettings) -> dict[str, object]:
@@ -106,10 +106,14 @@ def ingest_stage(bootstrap: str, topic: str, rules: list[CompiledRule], name: st
     return IngestStage(settings, Detector(rules, settings.detection_options()), connection, observer, health)
 
 
-def measure_ingest_process(bootstrap: str, topic: str, records: int, key: str) -> Part:
-    """``python -m app run --role ingest``, its rate read from its own consumed-records counter."""
-    part = Part(key, f"Service ingest stage as a process (`python -m app run --role ingest`){_topic_note(key)}")
-    settings = reader_settings(bootstrap, topic, key)
+def measure_ingest_process(bootstrap: str, topic: str, records: int, key: str, rules: Path | None = None) -> Part:
+    """``python -m app run --role ingest``, its rate read from its own consumed-records counter;
+    with ``rules``, running that file or folder instead of the bundled rule."""
+    running = "" if rules is None else f", running `{rules}` ({len(load_rules(rules, warn=lambda _: None))} rules)"
+    part = Part(
+        key, f"Service ingest stage as a process (`python -m app run --role ingest`){_topic_note(key)}{running}"
+    )
+    settings = reader_settings(bootstrap, topic, key, **({} if rules is None else {"rule_path": rules}))
     service = start("ingest", settings, settings.consumer_group)
     try:
         window = follow(service, lambda s: s.total(CONSUMED), records)

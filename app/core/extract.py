@@ -21,7 +21,8 @@ from app.core.fields import compile_getter, keyword_value
 from app.core.model import Candidate, Event, JoinKey, Rejection, RejectReason
 from app.core.normalize import normalize, unmapped_windows_layout
 from app.core.options import MAX_DEPTH, DetectionOptions
-from app.core.rule import CompiledRule, TooManyJoinKeys, combined_requirement
+from app.core.rule import CompiledRule, Stage, TooManyJoinKeys
+from app.core.rule.predicates import event_categories, reading_once
 from app.core.rule.prefilter import Prefilter
 from app.core.timeparse import parse_timestamp
 
@@ -30,6 +31,8 @@ _OBJECT_ENDS = (b"}", b"}\r", b"}\n", b"}\r\n")
 _BOM = b"\xef\xbb\xbf"
 # Bad lines of one multi-line record that its single dead letter lists by number.
 MAX_LISTED_LINES = 20
+# Distinct event.category value sets whose stage lists are kept (a forged event may invent any).
+_PLAN_CACHE_SIZE = 64
 
 
 class _Refused(Exception):
@@ -63,7 +66,8 @@ class CandidateExtractor:
     def __init__(self, rules: Sequence[CompiledRule], options: DetectionOptions) -> None:
         self.rules = tuple(rules)
         self.options = options
-        self.prefilter = Prefilter(combined_requirement(rules))
+        self.prefilter = Prefilter(stage.requirement for rule in rules for stage in rule.stages)
+        self._plans: dict[frozenset[str], list[tuple[CompiledRule, tuple[Stage, ...]]]] = {}
         self.stats = ExtractStats()
         fallback = options.host_id_fallback
         self._host_id_fallback = compile_getter(fallback) if fallback else None
@@ -219,7 +223,7 @@ class CandidateExtractor:
         else:
             self.stats.parsed += 1
             try:
-                return self.candidates(doc, origin), []
+                return self.candidates(doc, origin, raw), []
             except _Refused as exc:
                 problem = (exc.reason, exc.detail)
         if not count:
@@ -255,8 +259,17 @@ class CandidateExtractor:
         hint = " (is this NDJSON, one JSON object per line?)" if raw[:1] not in (b"{", b"[") else ""
         return self._rejection(reason, f"not JSON ({exc}){hint}", raw)
 
-    def candidates(self, doc: Event, origin: str = "") -> list[Candidate]:
-        """Candidates of one parsed event (normalized to ECS first); raises ``_Refused``."""
+    def candidates(self, doc: Event, origin: str = "", raw: bytes | None = None) -> list[Candidate]:
+        """Candidates of one parsed event (normalized to ECS first); raises ``_Refused``.
+
+        Only the stages of the event's categories are looked at, and with ``raw`` (the bytes ``doc``
+        was parsed from) only those whose literals the bytes contain: the rest cannot match. Each
+        field is read once, however many stages read it.
+        """
+        with reading_once():
+            return self._candidates(doc, origin, raw)
+
+    def _candidates(self, doc: Event, origin: str, raw: bytes | None) -> list[Candidate]:
         mapped = normalize(doc)
         unmapped = mapped is doc
         if not any(keyword_value(v) for v in _host_id(mapped)):
@@ -266,10 +279,13 @@ class CandidateExtractor:
         found: list[Candidate] = []
         identity: tuple[int, str, str, bytes] | None = None
         limit = self.options.max_join_keys
-        for rule in self.rules:
+        met = self.prefilter.met(self.prefilter.present(raw)) if raw is not None else None
+        for rule, stages in self._plan(mapped):
             by_key: dict[JoinKey, list[int]] = {}
-            for stage in rule.stages:
-                if not stage.predicate(mapped):
+            for stage in stages:
+                if met is not None and stage.requirement and stage.requirement not in met:
+                    continue  # the record lacks the literals this stage needs
+                if not stage.condition(mapped):
                     continue
                 try:
                     keys = stage.join_keys(mapped, limit)
@@ -290,12 +306,12 @@ class CandidateExtractor:
             if identity is None:
                 identity = self._identity(mapped)
             timestamp, eid, host, event_json = identity
-            for key, stages in by_key.items():
+            for key, indexes in by_key.items():
                 found.append(
                     Candidate(
                         rule_id=rule.meta.rule_id,
                         key=key,
-                        stages=tuple(stages),
+                        stages=tuple(indexes),
                         timestamp_ms=timestamp,
                         event_id=eid,
                         event=mapped,
@@ -312,6 +328,21 @@ class CandidateExtractor:
             )
         self.stats.candidates += len(found)
         return found
+
+    def _plan(self, doc: Event) -> list[tuple[CompiledRule, tuple[Stage, ...]]]:
+        """Each rule with the stages ``doc``'s categories leave possible, in order (rules left
+        without one are omitted): one read of ``event.category`` instead of one per stage."""
+        categories = frozenset(event_categories(doc))
+        plan = self._plans.get(categories)
+        if plan is None:
+            plan = []
+            for rule in self.rules:
+                stages = tuple(s for s in rule.stages if s.category is None or s.category in categories)
+                if stages:
+                    plan.append((rule, stages))
+            if len(self._plans) < _PLAN_CACHE_SIZE:
+                self._plans[categories] = plan
+        return plan
 
     def _identity(self, doc: Event) -> tuple[int, str, str, bytes]:
         """(@timestamp in ms, event id, watermark host, JSON) of an event that yields candidates."""

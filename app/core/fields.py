@@ -189,8 +189,12 @@ def number_value(value: Any) -> float | int | None:
 
 
 def ip_value(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """An ``ip`` field's value; IPv4-mapped IPv6 equals its IPv4 form, as in Elasticsearch."""
+    """An ``ip`` field's value; IPv4-mapped IPv6 equals its IPv4 form, and a scope ID (``%12``) is
+    ignored, as in Elasticsearch (``InetAddresses``; an empty scope makes no address)."""
     if type(value) is not str or len(value) > 64:
+        return None
+    value, percent, scope = value.partition("%")
+    if percent and not scope:
         return None
     try:
         address = ipaddress.ip_address(value)

@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 
 from bench.report import TARGETS
+from tests.support.wave import WAVE
 
 ROOT = Path(__file__).resolve().parents[2]
 SECTIONS = [
     "Ceiling: bare confluent-kafka consumer",
     "Service ingest stage",
+    "Service ingest stage as a process (`python -m app run --role ingest`), running",
     "Design-card baseline: plain Faust agent",
     "Faust agent with the prefilter per record",
     "Elastic's `eql` library",
@@ -40,7 +42,7 @@ def test_quick_run_reports_every_part(tmp_path: Path) -> None:
     committed = ROOT / "bench" / "RESULTS.md"
     before = committed.read_bytes() if committed.exists() else None
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--results", str(results)],
+        [sys.executable, "-m", "bench", "--quick", "--results", str(results), "--rules", str(WAVE)],
         cwd=ROOT,
         capture_output=True,
         text=True,

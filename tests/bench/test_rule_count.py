@@ -1,4 +1,4 @@
-"""``python -m bench.rule_count``: the rule-count measurement the README cites runs and reports both figures."""
+"""``python -m bench.rule_count``: the rule-count measurement the README cites runs and reports its figures."""
 
 from __future__ import annotations
 
@@ -24,3 +24,6 @@ def test_rule_count_reports_the_bundled_rule_and_the_folder(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr[-2000:]
     assert re.search(r"^bundled rule: 1 rules, [\d,]+ events/s, [\d,]+ candidates$", done.stdout, re.MULTILINE)
     assert re.search(r"^folder: 1 rules, [\d,]+ events/s, [\d,]+ candidates$", done.stdout, re.MULTILINE)
+    selective = r"^folder, rules whose every stage names a literal: 1 rules, [\d,]+ events/s, [\d,]+ candidates$"
+    assert re.search(selective, done.stdout, re.MULTILINE)
+    assert re.search(r"^most candidates: ", done.stdout, re.MULTILINE)

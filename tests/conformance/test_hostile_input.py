@@ -101,6 +101,13 @@ def test_the_size_limit_is_applied_before_the_prefilter_and_the_parser() -> None
             scanned.append(block[start:end])
             return prefilter.lines_to_check(block, start, end)
 
+        def present(self, raw: bytes) -> frozenset[bytes] | None:
+            scanned.append(raw)
+            return prefilter.present(raw)
+
+        def met(self, present: frozenset[bytes] | None) -> frozenset | None:
+            return prefilter.met(present)
+
     spied.prefilter = Spy()  # type: ignore[assignment]
     assert _outcome(spied.extract(at_limit)) == ([], [])
     assert _outcome(spied.extract(over)) == ([], ["record_too_large"])

@@ -142,7 +142,7 @@ def mutated_events(draw: st.DrawFn) -> bytes:
 
 def unfiltered(extractor: CandidateExtractor) -> CandidateExtractor:
     """``extractor`` with a prefilter that keeps every record: what evaluation alone decides."""
-    extractor.prefilter = Prefilter(NO_REQUIREMENT)
+    extractor.prefilter = Prefilter([NO_REQUIREMENT])
     return extractor
 
 

@@ -10,6 +10,8 @@
   restored from the changelog): no sequence missed, repeats only with identical ids.
 * Two workers in one group, a rebalance while sequences are half done: none missed.
 * A sequence worker scraped from its first second stops cleanly and at once on SIGTERM.
+* A folder of rules in the upstream layout (tests/support/wave/) runs whole: raw Sysmon, raw
+  Security and Elastic Defend events amid fleet noise give exactly the replay's alerts.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import random
 import re
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +27,15 @@ import orjson
 import pytest
 from eqlstream_dev import synthetic
 
-from app.core import Detector
+from app.core import Detector, load_rules
 from app.service.records import encode_candidate, header_map, partition_of
 from app.settings import ServiceSettings
 from tests.support.broker import prepare_topics, produce, read_topic, wait_for_state
 from tests.support.detection import RULES, attack, replay_ids
 from tests.support.schemas import ALERT, DEAD_LETTER
 from tests.support.settings import input_topic, with_settings
+from tests.support.wave import T0 as wave_t0
+from tests.support.wave import WAVE, stream
 from tests.support.worker import Worker
 
 PARTITIONS = 4
@@ -96,6 +101,23 @@ def test_stream_gives_the_replay_alerts_and_dead_letters_bad_records(
     assert reasons == ["invalid_json", "invalid_json", "invalid_json", "not_an_object"]
     for letter in letters:
         DEAD_LETTER.validate(header_map(letter.headers()))
+
+
+@pytest.mark.timeout(300)
+def test_a_folder_of_rules_gives_the_replay_alerts(kafka_settings: ServiceSettings, tmp_path: Path) -> None:
+    settings = with_settings(service(kafka_settings, tmp_path / "state"), rule_path=WAVE)
+    noise = synthetic.generate_corpus(5, 600, attack_rate=0.01, near_miss_rate=0.02, source_mix=0.4, raw_share=0.3)
+    # The wave's events within the noise's minutes, interleaved with it as a fleet's are.
+    start = datetime.fromisoformat(noise[0]["@timestamp"][:19] + "+00:00")
+    attacks, count = stream((start - wave_t0).total_seconds() + 20)
+    delivered = list(synthetic.arrival_order(noise, 5, max_lateness_s=30, duplicate_rate=0.03))
+    for index, event in enumerate(attacks):
+        delivered.insert(10 + 15 * index, event)
+    expected = replay_ids(delivered, load_rules(WAVE))
+    assert len(expected) == count
+    with Worker(settings, "w1", tmp_path):
+        send(settings, delivered, random.Random(3))
+        assert sorted(shell_ids(settings, len(expected))) == sorted(expected)
 
 
 @pytest.mark.timeout(300)

@@ -12,6 +12,8 @@ Test modules never import one another: what they share lives here.
   ``replay_ids``, ``compile_query``, the bundled rules, the event builders (``mshta_start``,
   ``mshta_inbound``, ``attack``) and times in milliseconds (``T0``, ``S``);
 * ``oracle``: a naive statement of Elasticsearch's EQL sequence semantics, written without the engine;
+* ``eql_oracle``: an independent interpreter of a stage's EQL tree, which ``oracle`` decides stages with;
+* ``wave``: rules in the upstream layout written for the tests (``wave/``), and their attacks and near misses;
 * ``schemas``: validators of schemas/ (``ALERT``, ``CANDIDATE``, ``DEAD_LETTER``, ``INPUT``);
 * ``hostile``: the table of hostile input records (``CASES``);
 * ``faults``: the fault tests' tools (``TansuBroker``, ``TcpProxy``, ``SteadyLoad``, ``AlertCollector``, ...);

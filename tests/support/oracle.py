@@ -18,8 +18,11 @@ engine's code (``app.core.engine``, ``app.core.timeparse``, ``app.core.fields``,
   units (``ignore_above``) has no value, a multi-valued field fans out, a missing one joins nothing.
 
 It reads ECS documents (what Elasticsearch would have indexed): raw shipper layouts must be given
-as their ECS twins. It shares only the compiled stage predicates with the product (which field
-conditions an event meets; tested on their own in tests/unit/core/rule), and the rule's metadata.
+as their ECS twins. Which stage an event meets is decided by an independent interpreter of the
+rule's EQL tree (``tests.support.eql_oracle``), not by the product's compiled stage predicates
+(those are compared with it in tests/conformance/test_eql_oracle.py; ``product_stage_test`` still
+offers them). It shares with the product only the EQL parser (the tree, not its evaluation) and
+the rule's metadata (stages' join-key field names, maxspan, the uuid that names alerts).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import hashlib
 import itertools
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
@@ -199,8 +202,26 @@ def join_keys(doc: dict[str, Any], fields: tuple[str, ...]) -> list[tuple[str, .
     return list(itertools.product(*columns))
 
 
-def es_sequences(rule: CompiledRule, events: Iterable[dict[str, Any]]) -> list[Sequence]:
-    """Every sequence Elasticsearch returns over ``events`` (in arrival order), in completion order."""
+StageTest = Callable[[int, dict[str, Any]], bool]
+
+
+def product_stage_test(rule: CompiledRule) -> StageTest:
+    """The product's compiled stage predicates, as a ``stage_test`` (for comparing the two)."""
+    return lambda index, doc: rule.stages[index].predicate(doc)
+
+
+def es_sequences(
+    rule: CompiledRule, events: Iterable[dict[str, Any]], stage_test: StageTest | None = None
+) -> list[Sequence]:
+    """Every sequence Elasticsearch returns over ``events`` (in arrival order), in completion order.
+
+    ``stage_test(index, doc)`` says whether ``doc`` meets stage ``index``: by default the independent
+    EQL evaluator (``tests.support.eql_oracle``); ``product_stage_test(rule)`` uses the product's.
+    """
+    if stage_test is None:
+        from tests.support import eql_oracle  # imported here: it reads documents with this module's functions
+
+        stage_test = eql_oracle.stage_test(rule)
     seen: set[str] = set()
     hits = []  # (ms, arrival, -stage, stage, key, identity)
     for arrival, doc in enumerate(events):
@@ -211,10 +232,10 @@ def es_sequences(rule: CompiledRule, events: Iterable[dict[str, Any]]) -> list[S
         if eid in seen:
             continue
         seen.add(eid)
-        for stage in rule.stages:
-            if stage.predicate(doc):
-                for key in join_keys(doc, stage.key_fields):
-                    hits.append((ms, arrival, -stage.index, stage.index, key, eid))
+        for step in rule.stages:
+            if stage_test(step.index, doc):
+                for key in join_keys(doc, step.key_fields):
+                    hits.append((ms, arrival, -step.index, step.index, key, eid))
     hits.sort(key=lambda hit: hit[:3])
     last = len(rule.stages) - 1
     waiting: dict[tuple[tuple[str, ...], int], list[tuple[int, tuple[str, ...]]]] = {}
@@ -239,6 +260,8 @@ def es_sequences(rule: CompiledRule, events: Iterable[dict[str, Any]]) -> list[S
     return result
 
 
-def es_alerts(rule: CompiledRule, events: Iterable[dict[str, Any]]) -> dict[str, tuple[str, ...]]:
+def es_alerts(
+    rule: CompiledRule, events: Iterable[dict[str, Any]], stage_test: StageTest | None = None
+) -> dict[str, tuple[str, ...]]:
     """alert id -> event ids of every sequence Elasticsearch returns (as the product names them)."""
-    return {alert_id(rule, sequence): sequence.event_ids for sequence in es_sequences(rule, events)}
+    return {alert_id(rule, sequence): sequence.event_ids for sequence in es_sequences(rule, events, stage_test)}

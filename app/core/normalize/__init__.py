@@ -3,7 +3,9 @@
 Elastic Defend and Winlogbeat 7 (with its Sysmon module) already send ECS. Winlogbeat 8/9 and
 Elastic Agent send Sysmon records raw, because their mapping runs only in the Elasticsearch ingest
 pipeline, which Kafka traffic never went through; Winlogbeat 6 and NXLog send layouts of their
-own. Those are mapped here exactly as the pipeline would have mapped them (``sysmon``).
+own. Those are mapped here exactly as the pipeline would have mapped them (``sysmon``). Raw
+Windows Security records from the same shippers are mapped as Elastic's Security pipeline maps
+them (``security``).
 
 ``normalize`` is on the hot path of every parsed event, so an event that needs nothing costs a few
 dict lookups and comes back as the very same object; callers can tell a mapped event by
@@ -16,12 +18,22 @@ from typing import Any
 
 from app.core.normalize.legacy import normalize_legacy
 from app.core.normalize.nxlog import is_nxlog, normalize_nxlog
+from app.core.normalize.security import (
+    SECURITY_CHANNEL,
+    SECURITY_EVENT_IDS,
+    SECURITY_PROVIDER,
+    from_security_log,
+    normalize_security,
+)
 from app.core.normalize.sysmon import MAPPED_EVENT_IDS, SYSMON_CHANNEL, SYSMON_PROVIDER, normalize_sysmon
 from app.core.normalize.winargv import split_command_line
 
 __all__ = [
     "DERIVED_FIELDS",
     "MAPPED_EVENT_IDS",
+    "SECURITY_CHANNEL",
+    "SECURITY_EVENT_IDS",
+    "SECURITY_PROVIDER",
     "SYSMON_CHANNEL",
     "SYSMON_PROVIDER",
     "normalize",
@@ -47,6 +59,26 @@ DERIVED_FIELDS = frozenset(
         "process.args_count",
         "process.parent.args",
         "process.parent.args_count",
+        # Raw Sysmon 7, 12-14 and 22 (sysmon.py): signature flags, abbreviated hives, registry
+        # numbers in decimal and data types, "dns", DNS record types and status names.
+        "file.code_signature.signed",
+        "file.code_signature.valid",
+        "registry.hive",
+        "registry.data.strings",
+        "registry.data.type",
+        "network.protocol",
+        "dns.answers.type",
+        "sysmon.dns.status",
+        # Raw Security events (security.py): code tables, hexadecimal numbers, audit keywords.
+        "event.outcome",
+        "winlog.logon.type",
+        "service.type",
+        "winlog.event_data.TicketOptionsDescription",
+        "winlog.event_data.TicketEncryptionTypeDescription",
+        "winlog.event_data.StatusDescription",
+        "process.pid",
+        "process.parent.pid",
+        "source.port",
     }
 )
 
@@ -64,6 +96,8 @@ def normalize(doc: dict[str, Any]) -> dict[str, Any]:
     a value of the wrong type is left out of the mapping instead.
     """
     if "winlog" in doc:
+        if from_security_log(doc["winlog"]):
+            return normalize_security(doc)
         return normalize_sysmon(doc)
     if "event_data" in doc:
         return normalize_legacy(doc)

@@ -37,7 +37,7 @@ _WINLOG_NAMES = (
 
 
 def normalize_legacy(doc: dict[str, Any]) -> dict[str, Any]:
-    """``doc`` mapped to ECS if it is a Winlogbeat 6 Sysmon event 1 or 3, otherwise ``doc`` itself."""
+    """``doc`` mapped to ECS if it is a Winlogbeat 6 Sysmon event of ``MAPPED_EVENT_IDS``, otherwise ``doc`` itself."""
     data = doc.get("event_data")
     if type(data) is not dict or "winlog" in doc:
         return doc

@@ -38,7 +38,7 @@ def is_nxlog(doc: dict[str, Any]) -> bool:
 
 
 def normalize_nxlog(doc: dict[str, Any]) -> dict[str, Any]:
-    """``doc`` mapped to ECS if it is an NXLog Sysmon event 1 or 3, otherwise ``doc`` itself."""
+    """``doc`` mapped to ECS if it is an NXLog Sysmon event of ``MAPPED_EVENT_IDS``, otherwise ``doc`` itself."""
     if doc.get("SourceName") != SYSMON_PROVIDER and doc.get("Channel") != SYSMON_CHANNEL:
         return doc
     event_id = event_id_text(doc.get("EventID"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 import tomllib
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from app.core.rule.predicates import (
     Predicate,
     Requirement,
     ValueReader,
-    and_requirements,
+    event_categories,
     or_requirements,
 )
 
@@ -31,11 +31,23 @@ _WITH_BEFORE_BY = re.compile(r"\bsequence\s+with\s+maxspan\s*=\s*\S+\s+by\b", re
 
 @dataclass(frozen=True)
 class Stage:
-    """One bracketed query of the sequence and the fields that join it to the others."""
+    """One bracketed query of the sequence and the fields that join it to the others.
+
+    The query is kept in three parts so that an extractor running many rules can pass over most
+    stages without evaluating them: the ``category`` (None for ``any``), which one read of
+    ``event.category`` settles for every stage at once; the raw-byte ``requirement``, which one
+    literal scan of the record settles; and the ``condition``, evaluated only when both allow it.
+    """
 
     index: int
-    predicate: Predicate
+    category: str | None
+    condition: Predicate
+    requirement: Requirement
     key_readers: tuple[ValueReader, ...]
+
+    def predicate(self, doc: Any) -> bool:
+        """Whether ``doc`` meets the stage's query (``<category> where <condition>``)."""
+        return (self.category is None or self.category in event_categories(doc)) and self.condition(doc)
 
     @property
     def key_fields(self) -> tuple[str, ...]:
@@ -76,7 +88,7 @@ class CompiledRule:
     meta: RuleMeta
     path: str
     stages: tuple[Stage, ...]
-    maxspan_ms: int | None
+    maxspan_ms: int  # the query's maxspan, or the rule's lookback (``from``) when it has none
     requirement: Requirement
     fields: frozenset[str]
 
@@ -136,7 +148,7 @@ def _compile_sequence(meta: RuleMeta, path: str, node: ast.PipedQuery, derived_f
         if subquery.data.get("is_negated"):
             raise UnsupportedQuery("missing-event stages (![...]) are not supported")
         event_query = subquery.query
-        category = compiler.event_category(event_query.event_type)
+        category = None if event_query.event_type == "any" else event_query.event_type
         condition = compiler.compile(event_query.query)
         readers = []
         for join_value in subquery.join_values:
@@ -146,15 +158,13 @@ def _compile_sequence(meta: RuleMeta, path: str, node: ast.PipedQuery, derived_f
         if key_width is not None and len(readers) != key_width:
             raise UnsupportedQuery("every stage must join on the same number of fields")
         key_width = len(readers)
-        cat_predicate, cond_predicate = category.predicate, condition.predicate
-
-        def predicate(doc: Any, _c: Predicate = cat_predicate, _p: Predicate = cond_predicate) -> bool:
-            return _c(doc) and _p(doc)
-
-        stages.append(Stage(index, predicate, tuple(readers)))
-        requirements.append(and_requirements([category.requirement, condition.requirement]))
-        fields |= category.fields | condition.fields | {r.name for r in readers}
-    maxspan = None
+        # event.category is computed by the mappings (a derived field): it adds no raw-byte requirement.
+        stages.append(Stage(index, category, condition.predicate, condition.requirement, tuple(readers)))
+        requirements.append(condition.requirement)
+        fields |= condition.fields | {r.name for r in readers} | ({"event.category"} if category else set())
+    # Without maxspan, Elasticsearch matches any span within the events searched, and Kibana
+    # searches the rule's lookback on each run: no longer sequence can ever be alerted on.
+    maxspan = meta.lookback_ms
     if sequence.max_span is not None:
         maxspan = int(sequence.max_span.quantity * sequence.max_span.unit.as_milliseconds())
     return CompiledRule(
@@ -279,8 +289,3 @@ def load_rules(
             f"{len(refused) - len(unsupported)} rules that are not EQL sequences"
         )
     return rules
-
-
-def combined_requirement(rules: Iterable[CompiledRule]) -> Requirement:
-    """The raw-byte condition an event must meet to be relevant to any of ``rules``."""
-    return or_requirements([rule.requirement for rule in rules])

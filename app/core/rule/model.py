@@ -145,6 +145,11 @@ class RuleMeta(_Entry):
         """The rule's schedule in milliseconds (the window of ``max_signals``)."""
         return parse_duration(self.interval)
 
+    @property
+    def lookback_ms(self) -> int:
+        """How far back each Kibana run looks (``from = "now-9m"``: 9 minutes), in milliseconds."""
+        return parse_duration(self.from_.removeprefix("now-"))
+
     def parameters(self) -> dict[str, Any]:
         """The rule's parameters as Kibana copies them into ``kibana.alert.rule.parameters``."""
         parameters: dict[str, Any] = {

@@ -17,11 +17,12 @@ operation per record. In CPython, ``bytes.lower()`` plus two substring searches 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import hyperscan
 
-from app.core.rule.predicates import Requirement
+from app.core.rule.predicates import Requirement, or_requirements
 
 _CASELESS = hyperscan.HS_FLAG_CASELESS
 # Lines whose shape is not a JSON object (blank, text, truncated) are flagged too, so that they are
@@ -30,64 +31,95 @@ _MALFORMED_LINE_PATTERNS = [rb"^[^{\n]", rb"[^}\r\n]\r?$", rb"^\n"]
 
 
 class Prefilter:
-    """Tells whether raw record bytes may satisfy a requirement (see the module docstring)."""
+    """Tells whether raw record bytes may satisfy one of the stages' requirements (see the module docstring).
 
-    def __init__(self, requirement: Requirement) -> None:
-        self.keeps_everything = not requirement
-        self._clauses = [sorted(clause) for clause in sorted(requirement, key=sorted)]
-        literals = [re.escape(literal) for clause in self._clauses for literal in clause]
-        escape = _escape_pattern(b"".join(lit for clause in self._clauses for lit in clause))
-        self._escape = re.compile(rb"(?<!\\)(?:\\\\)*" + escape, re.IGNORECASE)
-        self._escape_id = len(self._clauses)
-        self._needed = frozenset(range(len(self._clauses)))
-        self._seen: set[int] = set()
+    Each stage of each rule has its own requirement, and a record may match only if it meets one
+    of them. Blocks are scanned for a weaker single condition first (the requirements merged, see
+    ``or_requirements``); a record that passes is then checked exactly, from the set of literals
+    one scan finds in it, which also tells the extractor which stages to evaluate (``present``).
+    With one rule the two checks nearly coincide; with dozens, the merged condition is met by most
+    records (some rule names ``svchost.exe``) while the exact one still drops them.
+    """
+
+    def __init__(self, requirements: Iterable[Requirement]) -> None:
+        requirements = list(dict.fromkeys(requirements))
+        # One stage without a requirement (every network event, say) makes every record relevant;
+        # the literals of the others still tell which of their stages a record may meet.
+        self.keeps_everything = not requirements or not all(requirements)
         self._hits: list[int] = []
-        if self.keeps_everything:
+        self._found: list[int] = []
+        self._literals = sorted({literal for r in requirements for clause in r for literal in clause})
+        # Each literal leads to the requirements that name it: a met requirement names a present literal.
+        self._naming: dict[bytes, list[Requirement]] = {}
+        for requirement in requirements:
+            for literal in {literal for clause in requirement for literal in clause}:
+                self._naming.setdefault(literal, []).append(requirement)
+        if not self._literals:
             return
-        # One database per use: single records stop at the first decisive hit, blocks want every hit.
-        ids = [i for i, clause in enumerate(self._clauses) for _ in clause]
+        escape = _escape_pattern(b"".join(self._literals))
+        self._escape = re.compile(rb"(?<!\\)(?:\\\\)*" + escape, re.IGNORECASE)
+        self._escape_id = len(self._literals)
+        literals = [re.escape(literal) for literal in self._literals]
         self._record_scan = _compile(
             [*literals, escape],
-            [*ids, self._escape_id],
-            [_CASELESS | hyperscan.HS_FLAG_SINGLEMATCH] * len(literals) + [_CASELESS],
+            list(range(len(literals) + 1)),
+            [_CASELESS | hyperscan.HS_FLAG_SINGLEMATCH] * (len(literals) + 1),
         )
+        if self.keeps_everything:
+            return
+        clauses = [sorted(clause) for clause in or_requirements(requirements)]
+        block_literals = [re.escape(literal) for clause in clauses for literal in clause]
         self._block_scan = _compile(
-            [*literals, escape, *_MALFORMED_LINE_PATTERNS],
-            list(range(len(literals) + 1 + len(_MALFORMED_LINE_PATTERNS))),
-            [_CASELESS] * (len(literals) + 1) + [hyperscan.HS_FLAG_MULTILINE] * len(_MALFORMED_LINE_PATTERNS),
+            [*block_literals, escape, *_MALFORMED_LINE_PATTERNS],
+            list(range(len(block_literals) + 1 + len(_MALFORMED_LINE_PATTERNS))),
+            [_CASELESS] * (len(block_literals) + 1) + [hyperscan.HS_FLAG_MULTILINE] * len(_MALFORMED_LINE_PATTERNS),
         )
 
     def __call__(self, raw: bytes) -> bool:
         """True if the record may match (and must be parsed); False if it certainly cannot."""
-        if self.keeps_everything:
-            return True
-        seen = self._seen
-        seen.clear()
-        try:
-            # Positional arguments: keyword parsing costs the binding as much as the scan itself.
-            self._record_scan(raw, self._on_record_match)
-        except hyperscan.ScanTerminated:
-            if self._escape_id not in seen:
-                return True
-            # Rare: an escape of a literal character, or an escaped backslash followed by such text
-            # (Hyperscan has no lookbehind). Decide exactly, in Python.
-            lowered = raw.lower()
-            return self._escape.search(raw) is not None or all(
-                any(literal in lowered for literal in clause) for clause in self._clauses
-            )
-        return False
+        return self.keeps_everything or self.admits(self.present(raw))
 
-    def _on_record_match(self, match_id: int, start: int, end: int, flags: int, context: object) -> bool:
-        """Returning True stops the scan: the hits seen so far decide."""
-        self._seen.add(match_id)
-        return match_id == self._escape_id or self._needed <= self._seen
+    def present(self, raw: bytes) -> frozenset[bytes] | None:
+        """The literals in ``raw`` (in any ASCII case), or None when one may be hidden behind a
+        ``\\uXXXX`` escape of its characters (or when there are no literals to look for)."""
+        if not self._literals:
+            return None
+        found = self._found
+        found.clear()
+        # Positional arguments: keyword parsing costs the binding as much as the scan itself.
+        self._record_scan(raw, self._on_record_match)
+        # Hyperscan has no lookbehind: an escaped backslash followed by "u00.." hits too. Rare; decided in Python.
+        if self._escape_id in found and self._escape.search(raw) is not None:
+            return None
+        return frozenset(self._literals[i] for i in found if i != self._escape_id)
+
+    def admits(self, present: frozenset[bytes] | None) -> bool:
+        """Whether a record with literals ``present`` (None: unknown) meets one of the requirements."""
+        return self.keeps_everything or present is None or bool(self.met(present))
+
+    def met(self, present: frozenset[bytes] | None) -> frozenset[Requirement] | None:
+        """The non-empty requirements that literals ``present`` meet (None: unknown, any may be met).
+
+        Only the requirements naming a present literal are checked, so a record costs what its
+        literals lead to, not one check per stage loaded.
+        """
+        if present is None:
+            return None
+        naming = self._naming
+        return frozenset(
+            requirement for literal in present for requirement in naming[literal] if _meets(present, requirement)
+        )
+
+    def _on_record_match(self, match_id: int, start: int, end: int, flags: int, context: object) -> None:
+        self._found.append(match_id)
 
     def lines_to_check(self, block: bytes, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
         """(start, end) of the lines of ``block[start:end]`` that need a closer look, in order.
 
-        Every other line is noise: it has no literal, no relevant escape, and the shape of a JSON
-        object. A returned line may still be noise (``__call__`` on it decides); blank lines come
-        back as empty spans. Offsets are positions in ``block`` (which is not copied).
+        Every other line is noise: it misses the merged condition's literals, has no relevant
+        escape, and has the shape of a JSON object. A returned line may still be noise (``__call__``
+        on it decides); blank lines come back as empty spans. Offsets are positions in ``block``
+        (which is not copied).
         """
         end = len(block) if end is None else end
         if self.keeps_everything:
@@ -96,16 +128,24 @@ class Prefilter:
         hits.clear()
         self._block_scan(memoryview(block)[start:end], self._on_block_match)
         spans: dict[int, int] = {}
+        line_start = line_stop = -1
         for hit_end in hits:
             position = start + hit_end - 1
+            if line_start <= position < line_stop:
+                continue  # another hit in the line just found (hits come nearly in order)
             line_start = block.rfind(b"\n", start, position) + 1 or start
-            if line_start not in spans:
-                stop = block.find(b"\n", position, end)
-                spans[line_start] = end if stop < 0 else stop
+            stop = block.find(b"\n", position, end)
+            line_stop = end if stop < 0 else stop
+            spans[line_start] = line_stop
         return sorted(spans.items())
 
     def _on_block_match(self, match_id: int, start: int, end: int, flags: int, context: object) -> None:
         self._hits.append(end)
+
+
+def _meets(present: frozenset[bytes], requirement: Requirement) -> bool:
+    """Whether literals ``present`` in a record meet ``requirement`` (a literal of every clause)."""
+    return all(not clause.isdisjoint(present) for clause in requirement)
 
 
 def _compile(expressions: list[bytes], ids: list[int], flags: list[int]) -> Any:  # a bound method of the C extension

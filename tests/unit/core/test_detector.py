@@ -12,7 +12,17 @@ import pytest
 
 from app.core import AlertKind, Candidate, DetectionOptions, Detector, load_rules
 from app.core.engine.state import MemoryStore
-from tests.support.detection import RULE_ID, RULES, T0, S, attack, detect, mshta_inbound, mshta_start
+from tests.support.detection import (
+    RULE_ID,
+    RULES,
+    T0,
+    S,
+    attack,
+    compile_query,
+    detect,
+    mshta_inbound,
+    mshta_start,
+)
 from tests.support.hostile import CASES
 
 
@@ -119,3 +129,15 @@ def test_a_flood_of_distinct_keys_is_bounded_by_event_time_expiry() -> None:
     horizon = engine.horizon_ms // step  # keys an in-lateness event could still pair with (600)
     assert most <= horizon + 5
     assert engine.stats.expired_keys >= 30_000 - horizon - 5
+
+
+@pytest.mark.parametrize(("gap_s", "alerts"), [(539.999, 1), (540, 1), (540.001, 0)])
+def test_without_maxspan_a_sequence_spans_at_most_the_rules_lookback(gap_s: float, alerts: int) -> None:
+    """``from = "now-9m"`` and no maxspan: a Kibana run never sees two events more than 9 minutes apart."""
+    rule = compile_query(
+        'sequence by host.id [process where process.name : "a.exe"] [process where process.name : "b.exe"]',
+        **{"from": "now-9m"},
+    )
+    first = {"@timestamp": T0, "host": {"id": "h1"}, "event": {"category": "process"}, "process": {"name": "a.exe"}}
+    second = {**first, "@timestamp": T0 + round(gap_s * 1000), "process": {"name": "b.exe"}}
+    assert len(detect([first, second], [rule]).ids()) == alerts

@@ -252,6 +252,15 @@ def test_ipv6_spellings_are_one_address(spelling):
     assert ip_value(spelling) == ip_value("::1")
 
 
+@pytest.mark.parametrize(
+    ("scoped", "plain"), [("fe80::1%12", "fe80::1"), ("::1%eth0", "::1"), ("10.0.0.1%3", "10.0.0.1")]
+)
+def test_a_scope_id_is_ignored_as_elasticsearch_ignores_it(scoped, plain):
+    """``InetAddresses.ipStringToBytes`` drops what follows ``%``; an empty scope is no address."""
+    assert ip_value(scoped) == ip_value(plain) is not None
+    assert ip_value(plain + "%") is None
+
+
 def test_distinct_addresses_differ():
     assert ip_value("127.0.0.1") != ip_value("::1")
     assert ip_value("10.0.0.1") != ip_value("10.0.0.2")

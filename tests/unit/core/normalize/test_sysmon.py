@@ -2,8 +2,10 @@
 
 Fixtures (tests/fixtures/inputs/) are hand-written from the documented shapes of what Winlogbeat
 6/7/8, Elastic Agent and Elastic Defend put on Kafka; the expected fields follow Elastic's Sysmon
-ingest pipeline (see app/normalize/sysmon.py). Each golden test asserts the exact set of fields the
-mapping adds or changes, that no original field disappears, and that the input is not modified.
+ingest pipeline (see app/core/normalize/sysmon.py). Each golden test asserts the exact set of fields
+the mapping adds or changes, that no original field disappears, and that the input is not modified.
+The other mapped Sysmon events (7, 10, 11, 12-14, 22) are written here in the Winlogbeat 8 envelope
+of the event 3 fixture; the last tests run a sequence rule over raw records through the detector.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from app.core import DEFAULT_RULE_PATH, load_rules
-from app.core.normalize import normalize
-from tests.support.detection import RULE
+from app.core.normalize import DERIVED_FIELDS, normalize
+from tests.support.detection import RULE, compile_query, detect
+from tests.support.mapping import mapped_changes
 from tests.support.paths import INPUTS
 
 START_STAGE, INBOUND_STAGE = RULE.stages
@@ -28,34 +32,10 @@ START_STAGE, INBOUND_STAGE = RULE.stages
 HOST_ID = "7c0e5d2a-91b4-4f36-a8e1-3b5f0d9c6e21"
 MSHTA_GUID = "{5b8e21c4-1a36-6632-b402-000000002c00}"
 SVCHOST_GUID = "{5b8e21c4-0c02-6632-0c00-000000002c00}"
-_MISSING = object()
 
 
 def load(name: str) -> dict[str, Any]:
     return json.loads((INPUTS / f"{name}.json").read_text(encoding="utf-8"))
-
-
-def flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Leaf values by dotted path (lists are leaves)."""
-    flat: dict[str, Any] = {}
-    for key, value in node.items():
-        path = f"{prefix}{key}"
-        if type(value) is dict and value:
-            flat.update(flatten(value, f"{path}."))
-        else:
-            flat[path] = value
-    return flat
-
-
-def mapped_changes(doc: dict[str, Any]) -> dict[str, Any]:
-    """Normalize ``doc``; check it was left intact and lost nothing; return what changed."""
-    before = copy.deepcopy(doc)
-    out = normalize(doc)
-    assert doc == before, "the input was modified"
-    assert out is not doc
-    flat_in, flat_out = flatten(before), flatten(out)
-    assert flat_in.keys() <= flat_out.keys(), f"fields lost: {sorted(flat_in.keys() - flat_out.keys())}"
-    return {path: value for path, value in flat_out.items() if flat_in.get(path, _MISSING) != value}
 
 
 def meets(stage, doc: dict[str, Any]) -> bool:
@@ -227,6 +207,296 @@ def test_winlogbeat6_inbound_connection() -> None:
     }
 
 
+# -- the other mapped events: image load, process access, file, registry, DNS --------------------
+
+RUNDLL_GUID = "{5b8e21c4-3f10-6632-d804-000000002c00}"
+RUNDLL_PROCESS = {
+    "process.entity_id": RUNDLL_GUID,
+    "process.pid": 7344,
+    "process.executable": "C:\\Windows\\System32\\rundll32.exe",
+    "process.name": "rundll32.exe",
+}
+OTHER_EVENT_CREATED = "2024-05-01T10:16:41.0034518Z"
+
+
+def winlogbeat8_sysmon(event_id: str, task: str, event_data: dict[str, Any]) -> dict[str, Any]:
+    """A raw Sysmon record as Winlogbeat 8 ships it: the envelope of the event 3 fixture around ``event_data``."""
+    doc = load("winlogbeat8_sysmon_3_mshta_inbound")
+    doc["@timestamp"] = OTHER_EVENT_CREATED
+    doc["event"].update({"code": event_id, "action": task})
+    title = task.split(" (rule:")[0]
+    doc["message"] = "\n".join([f"{title}:", *(f"{key}: {value}" for key, value in event_data.items())])
+    doc["winlog"].update({"event_id": event_id, "task": task, "record_id": 118800, "event_data": event_data})
+    return doc
+
+
+def mapped(action: str, categories: list[str], types: list[str]) -> dict[str, Any]:
+    """The changes every mapped Winlogbeat 8 record of ``winlogbeat8_sysmon`` shares."""
+    return {
+        "@timestamp": "2024-05-01T10:16:40.221Z",
+        "event.created": OTHER_EVENT_CREATED,
+        "event.module": "sysmon",
+        "event.category": categories,
+        "event.type": types,
+        "event.action": action,
+    }
+
+
+def image_load(**overrides: Any) -> dict[str, Any]:
+    data = {
+        "RuleName": "technique_id=T1218.011,technique_name=Rundll32",
+        "UtcTime": "2024-05-01 10:16:40.221",
+        "ProcessGuid": RUNDLL_GUID,
+        "ProcessId": "7344",
+        "Image": "C:\\Windows\\System32\\rundll32.exe",
+        "ImageLoaded": "C:\\Users\\j.doe\\AppData\\Local\\Temp\\vcredist_x64\\VCRUNTIME140.dll",
+        "FileVersion": "14.38.33130.0 built by: vcwrkspc",
+        "Description": "Microsoft\u00ae C Runtime Library",
+        "Product": "Microsoft\u00ae Visual Studio\u00ae",
+        "Company": "Microsoft Corporation",
+        "OriginalFileName": "vcruntime140.dll",
+        "Hashes": "SHA256=3B2E9A1C07D54F7E8C6A0D19F2B4C58E7A61D3F09C2B8E4A5D7F1C06B9E3A2D4",
+        "Signed": "true",
+        "Signature": "Microsoft Corporation",
+        "SignatureStatus": "Valid",
+        "User": "CORP\\j.doe",
+    }
+    return winlogbeat8_sysmon("7", "Image loaded (rule: ImageLoad)", {**data, **overrides})
+
+
+def test_image_load_maps_the_loaded_image_to_file_and_its_loader_to_process() -> None:
+    assert mapped_changes(image_load()) == {
+        **mapped("Image loaded", ["process"], ["change"]),
+        **RUNDLL_PROCESS,
+        "rule.name": "technique_id=T1218.011,technique_name=Rundll32",
+        "file.path": "C:\\Users\\j.doe\\AppData\\Local\\Temp\\vcredist_x64\\VCRUNTIME140.dll",
+        "file.directory": "C:\\Users\\j.doe\\AppData\\Local\\Temp\\vcredist_x64",
+        "file.name": "VCRUNTIME140.dll",
+        "file.extension": "dll",
+        "file.code_signature.subject_name": "Microsoft Corporation",
+        "file.code_signature.status": "Valid",
+        "file.code_signature.valid": True,  # the string Signed "true" sets no file.code_signature.signed
+        # The PE metadata is the loaded image's: file.pe, never process.pe.
+        "file.pe.original_file_name": "vcruntime140.dll",
+        "file.pe.company": "Microsoft Corporation",
+        "file.pe.description": "Microsoft\u00ae C Runtime Library",
+        "file.pe.file_version": "14.38.33130.0 built by: vcwrkspc",
+        "file.pe.product": "Microsoft\u00ae Visual Studio\u00ae",
+        **CORP_USER,
+    }
+
+
+def process_access(**overrides: Any) -> dict[str, Any]:
+    data = {
+        "RuleName": "-",
+        "UtcTime": "2024-05-01 10:16:40.221",
+        "SourceProcessGUID": "{5b8e21c4-4a02-6632-e104-000000002c00}",
+        "SourceProcessId": "8120",
+        "SourceThreadId": "8164",
+        "SourceImage": "C:\\Users\\j.doe\\Downloads\\pd64.exe",
+        "TargetProcessGUID": "{5b8e21c4-0b8d-6632-0c00-000000002c00}",
+        "TargetProcessId": "736",
+        "TargetImage": "C:\\Windows\\system32\\lsass.exe",
+        "GrantedAccess": "0x1fffff",
+        "CallTrace": "C:\\Windows\\SYSTEM32\\ntdll.dll+9d4c4|C:\\Windows\\System32\\KERNELBASE.dll+2b96e|UNKNOWN(00007FF6A1C2B3D4)",
+        "SourceUser": "CORP\\j.doe",
+        "TargetUser": "NT AUTHORITY\\SYSTEM",
+    }
+    return winlogbeat8_sysmon("10", "Process accessed (rule: ProcessAccess)", {**data, **overrides})
+
+
+def test_process_access_maps_the_source_process_and_leaves_the_target_in_event_data() -> None:
+    # No User field in event 10 (SourceUser and TargetUser are not read): user.id is the logging account.
+    assert mapped_changes(process_access()) == {
+        **mapped("ProcessAccess", ["process"], ["access"]),
+        "process.entity_id": "{5b8e21c4-4a02-6632-e104-000000002c00}",
+        "process.pid": 8120,
+        "process.thread.id": 8164,
+        "process.executable": "C:\\Users\\j.doe\\Downloads\\pd64.exe",
+        "process.name": "pd64.exe",
+        "user.id": "S-1-5-18",
+    }
+
+
+@pytest.mark.parametrize(
+    ("overrides", "entity_id", "pid"),
+    [
+        # A rename never overwrites: the first of ProcessGuid, SourceProcessGuid, SourceProcessGUID wins.
+        ({"ProcessGuid": MSHTA_GUID}, MSHTA_GUID, 8120),
+        ({"SourceProcessGuid": SVCHOST_GUID}, SVCHOST_GUID, 8120),
+        # A convert does: a valid SourceProcessId replaces ProcessId; an invalid one leaves it.
+        ({"ProcessId": "6212"}, "{5b8e21c4-4a02-6632-e104-000000002c00}", 8120),
+        ({"ProcessId": "6212", "SourceProcessId": "n/a"}, "{5b8e21c4-4a02-6632-e104-000000002c00}", 6212),
+    ],
+)
+def test_process_access_source_fields_follow_the_pipelines_order(
+    overrides: dict[str, str], entity_id: str, pid: int
+) -> None:
+    process = normalize(process_access(**overrides))["process"]
+    assert (process["entity_id"], process["pid"]) == (entity_id, pid)
+
+
+def test_file_creation() -> None:
+    doc = winlogbeat8_sysmon(
+        "11",
+        "File created (rule: FileCreate)",
+        {
+            "RuleName": "-",
+            "UtcTime": "2024-05-01 10:16:40.221",
+            "ProcessGuid": RUNDLL_GUID,
+            "ProcessId": "7344",
+            "Image": "C:\\Windows\\System32\\rundll32.exe",
+            "TargetFilename": "C:\\Users\\j.doe\\AppData\\Roaming\\Microsoft\\Windows\\Start Menu\\Programs\\Startup\\"
+            "OneDrive Sync.lnk",
+            "CreationUtcTime": "2024-05-01 10:16:40.219",
+            "User": "CORP\\j.doe",
+        },
+    )
+    directory = "C:\\Users\\j.doe\\AppData\\Roaming\\Microsoft\\Windows\\Start Menu\\Programs\\Startup"
+    assert mapped_changes(doc) == {
+        **mapped("FileCreate", ["file"], ["creation"]),
+        **RUNDLL_PROCESS,
+        "file.path": f"{directory}\\OneDrive Sync.lnk",
+        "file.directory": directory,
+        "file.name": "OneDrive Sync.lnk",
+        "file.extension": "lnk",
+        **CORP_USER,
+    }
+
+
+RUN_KEY = "HKU\\S-1-5-21-1004336348-1177238915-682003330-1104\\Software\\Microsoft\\Windows\\CurrentVersion\\Run"
+RUN_KEY_UNDER_HIVE = RUN_KEY.removeprefix("HKU\\")
+REGISTRY = ["configuration", "registry"]
+
+
+def registry_event(event_id: str, **event_data: str) -> dict[str, Any]:
+    data = {
+        "RuleName": "technique_id=T1547.001,technique_name=Registry Run Keys / Start Folder",
+        "UtcTime": "2024-05-01 10:16:40.221",
+        "ProcessGuid": RUNDLL_GUID,
+        "ProcessId": "7344",
+        "Image": "C:\\Windows\\System32\\rundll32.exe",
+        **event_data,
+        "User": "CORP\\j.doe",
+    }
+    task = {"12": "Registry object added or deleted", "13": "Registry value set", "14": "Registry object renamed"}
+    return winlogbeat8_sysmon(event_id, f"{task[event_id]} (rule: RegistryEvent)", data)
+
+
+REGISTRY_COMMON = {
+    **RUNDLL_PROCESS,
+    "rule.name": "technique_id=T1547.001,technique_name=Registry Run Keys / Start Folder",
+    **CORP_USER,
+}
+
+
+def test_registry_value_set() -> None:
+    doc = registry_event(
+        "13",
+        EventType="SetValue",
+        TargetObject=f"{RUN_KEY}\\OneDriveSync",
+        Details='"C:\\Users\\j.doe\\AppData\\Local\\Temp\\odsync.exe" /background',
+    )
+    assert mapped_changes(doc) == {
+        **mapped("RegistryEvent (Value Set)", REGISTRY, ["change"]),
+        **REGISTRY_COMMON,
+        "registry.path": f"{RUN_KEY}\\OneDriveSync",
+        "registry.hive": "HKU",
+        "registry.key": f"{RUN_KEY_UNDER_HIVE}\\OneDriveSync",
+        "registry.value": "OneDriveSync",
+        "registry.data.strings": ['"C:\\Users\\j.doe\\AppData\\Local\\Temp\\odsync.exe" /background'],
+        "registry.data.type": "REG_SZ",
+    }
+
+
+def test_registry_key_created() -> None:
+    # The pipeline names the last path element registry.value even when the object is a key.
+    path = "HKLM\\System\\CurrentControlSet\\Services\\WinSvcUpd"
+    assert mapped_changes(registry_event("12", EventType="CreateKey", TargetObject=path)) == {
+        **mapped("RegistryEvent (Object create and delete)", REGISTRY, ["change"]),
+        **REGISTRY_COMMON,
+        "registry.path": path,
+        "registry.hive": "HKLM",
+        "registry.key": "System\\CurrentControlSet\\Services\\WinSvcUpd",
+        "registry.value": "WinSvcUpd",
+    }
+
+
+def test_registry_key_renamed_is_described_by_its_old_name() -> None:
+    old = "HKLM\\SOFTWARE\\Microsoft\\Windows Defender\\Exclusions\\Paths"
+    doc = registry_event("14", EventType="RenameKey", TargetObject=old, NewName=f"{old}.bak")
+    assert mapped_changes(doc) == {
+        **mapped("RegistryEvent (Key and Value Rename)", REGISTRY, ["change"]),
+        **REGISTRY_COMMON,
+        "registry.path": old,
+        "registry.hive": "HKLM",
+        "registry.key": "SOFTWARE\\Microsoft\\Windows Defender\\Exclusions\\Paths",
+        "registry.value": "Paths",
+    }
+
+
+def dns_query(**overrides: Any) -> dict[str, Any]:
+    data = {
+        "RuleName": "-",
+        "UtcTime": "2024-05-01 10:16:40.221",
+        "ProcessGuid": RUNDLL_GUID,
+        "ProcessId": "7344",
+        "QueryName": "dl.contoso-updates.example",
+        "QueryStatus": "0",
+        "QueryResults": "type:  5 dl.contoso-updates.example.cdn.example;::ffff:198.51.100.23;::ffff:198.51.100.24;",
+        "Image": "C:\\Windows\\System32\\rundll32.exe",
+        "User": "CORP\\j.doe",
+    }
+    return winlogbeat8_sysmon("22", "Dns query (rule: DnsQuery)", {**data, **overrides})
+
+
+def test_dns_query() -> None:
+    assert mapped_changes(dns_query()) == {
+        **mapped("DNSEvent (DNS query)", ["network"], ["connection", "protocol", "info"]),
+        **RUNDLL_PROCESS,
+        "network.protocol": "dns",
+        "dns.question.name": "dl.contoso-updates.example",
+        "dns.answers": [
+            {"type": "CNAME", "data": "dl.contoso-updates.example.cdn.example"},
+            {"type": "A", "data": "198.51.100.23"},
+            {"type": "A", "data": "198.51.100.24"},
+        ],
+        "dns.resolved_ip": ["198.51.100.23", "198.51.100.24"],
+        "sysmon.dns.status": "SUCCESS",
+        **CORP_USER,
+        "related.hosts": ["dl.contoso-updates.example.cdn.example", "dl.contoso-updates.example"],
+        "related.ip": ["198.51.100.23", "198.51.100.24"],
+    }
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [image_load(), process_access(), registry_event("13", TargetObject=f"{RUN_KEY}\\x", Details="DWORD (0x00000001)")],
+    ids=["7", "10", "13"],
+)
+def test_forwarded_events_of_the_other_ids_are_mapped(doc: dict[str, Any]) -> None:
+    doc["winlog"]["channel"] = "ForwardedEvents"
+    assert normalize(doc)["event"]["code"] == doc["winlog"]["event_id"]
+    del doc["winlog"]["provider_name"]
+    assert normalize(doc) is doc
+
+
+@pytest.mark.parametrize("doc", [image_load(), dns_query(), registry_event("12", TargetObject="HKLM\\x")])
+def test_already_categorized_events_of_the_other_ids_are_left_alone(doc: dict[str, Any]) -> None:
+    doc["event"]["category"] = ["registry"]
+    assert normalize(doc) is doc
+
+
+def test_the_winlogbeat6_and_nxlog_layouts_map_the_other_ids_too() -> None:
+    data = registry_event("13", TargetObject=f"{RUN_KEY}\\x", Details="Binary Data")["winlog"]["event_data"]
+    legacy = {**load("winlogbeat6_sysmon_1_mshta_embedding"), "event_id": 13, "event_data": data}
+    nxlog = {**load("nxlog_sysmon_1_mshta_embedding"), "EventID": 13, **data}
+    for doc in (legacy, nxlog):
+        registry = normalize(doc)["registry"]
+        assert registry["hive"] == "HKU" and registry["value"] == "x"
+        assert registry["data"] == {"strings": ["Binary Data"], "type": "REG_BINARY"}
+
+
 @pytest.mark.parametrize("name", ["winlogbeat7_sysmon_1_mapped", "defend_process_start"])
 def test_ecs_events_come_back_unchanged(name: str) -> None:
     doc = load(name)
@@ -331,7 +601,9 @@ def test_channel_alone_suffices() -> None:
     assert normalize(doc)["event"]["category"] == ["network"]
 
 
-@pytest.mark.parametrize("event_id", ["5", "7", "10", "11", "22", "255", "01", " 3", 3.0, True, None, ["3"]])
+@pytest.mark.parametrize(
+    "event_id", ["2", "5", "6", "8", "9", "15", "17", "23", "255", "01", "07", " 3", 3.0, 22.0, True, None, ["3"]]
+)
 def test_other_event_ids_are_left_alone(event_id: Any) -> None:
     doc = raw_event(event_id)
     doc["event"]["code"] = None
@@ -452,7 +724,8 @@ def test_ports(port: Any, expected: int | None) -> None:
         ("::ffff:10.20.30.42", True),
         ("10.20.30.256", False),
         ("010.20.30.42", False),
-        ("fe80::1%12", False),
+        ("fe80::1%12", True),  # Elasticsearch ignores the scope ID
+        ("fe80::1%", False),  # an empty scope ID is no address
         ("localhost", False),
         ("", False),
         ("-", False),
@@ -617,3 +890,307 @@ def test_event_created_is_the_shippers_own_when_it_sent_one(shipped: dict[str, A
     assert out["event"].get("created") == created
     if created is None:
         assert out["event.created"] == "2024-05-01T10:15:05.001Z"
+
+
+# -- image loads, files, registry and DNS: conversions and edge cases ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "signature"),
+    [
+        ({}, {"subject_name": "Microsoft Corporation", "status": "Valid", "valid": True}),
+        ({"Signed": True}, {"subject_name": "Microsoft Corporation", "status": "Valid", "valid": True, "signed": True}),
+        ({"Signed": "false", "Signature": "-", "SignatureStatus": "Unavailable"}, {"status": "Unavailable"}),
+        ({"SignatureStatus": "Expired"}, {"subject_name": "Microsoft Corporation", "status": "Expired"}),
+        ({"SignatureStatus": "valid"}, {"subject_name": "Microsoft Corporation", "status": "valid"}),
+        ({"Signature": 12, "SignatureStatus": ["Valid"]}, None),
+    ],
+)
+def test_image_load_signature(overrides: dict[str, Any], signature: dict[str, Any] | None) -> None:
+    assert normalize(image_load(**overrides))["file"].get("code_signature") == signature
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "directory", "extension"),
+    [
+        ("C:\\Windows\\System32\\amsi.dll", "amsi.dll", "C:\\Windows\\System32", "dll"),
+        ("C:\\ProgramData\\pkg.v2\\LICENSE", "LICENSE", "C:\\ProgramData\\pkg.v2", "v2\\LICENSE"),  # the last dot
+        ("C:\\Temp\\", "", "C:\\Temp", None),  # an empty name is set, unlike process.name
+        ("\\\\?\\C:\\x.tar.gz", "x.tar.gz", "\\\\?\\C:", "gz"),
+        ("amsi.dll", None, None, None),  # no backslash: file.path only
+        ("\\", None, None, None),
+        ("C:/Windows/amsi.dll", None, None, None),
+    ],
+)
+def test_file_name_directory_and_extension_from_the_path(
+    path: str, name: str | None, directory: str | None, extension: str | None
+) -> None:
+    file = normalize(image_load(ImageLoaded=path))["file"]
+    assert file["path"] == path
+    assert (file.get("name"), file.get("directory"), file.get("extension")) == (name, directory, extension)
+
+
+def test_a_file_path_of_no_value_or_of_the_wrong_type_gives_no_file_fields() -> None:
+    assert "file" not in normalize(winlogbeat8_sysmon("11", "File created", {"TargetFilename": "-"}))
+    assert "file" not in normalize(winlogbeat8_sysmon("11", "File created", {"TargetFilename": ["C:\\x.exe"]}))
+
+
+def test_target_filename_comes_first_and_a_rename_never_overwrites() -> None:
+    assert normalize(image_load(TargetFilename="C:\\a.txt"))["file"]["path"] == "C:\\a.txt"
+
+
+@pytest.mark.parametrize(
+    ("path", "registry"),
+    [
+        ("HKLM\\SOFTWARE\\Classes\\x", {"hive": "HKLM", "key": "SOFTWARE\\Classes\\x", "value": "x"}),
+        ("HKEY_LOCAL_MACHINE\\SOFTWARE\\x", {"hive": "HKLM", "key": "SOFTWARE\\x", "value": "x"}),
+        ("HKEY_CLASSES_ROOT\\.hta", {"hive": "HKCR", "key": ".hta", "value": ".hta"}),
+        (
+            "HKCU\\Environment\\UserInitMprLogonScript",
+            {"hive": "HKCU", "key": "Environment\\UserInitMprLogonScript", "value": "UserInitMprLogonScript"},
+        ),
+        ("HKLM\\SOFTWARE\\x\\", {"hive": "HKLM", "key": "SOFTWARE\\x", "value": "x"}),  # trailing separators dropped
+        ("HKLM\\\\x", {"hive": "HKLM", "key": "\\x", "value": "x"}),
+        ("HKLM", {"hive": "HKLM", "value": "HKLM"}),
+        ("hklm\\SOFTWARE\\x", {"value": "x"}),  # hive names are matched case-sensitively
+        ("\\REGISTRY\\MACHINE\\SOFTWARE\\x", {"value": "x"}),
+        ("\\\\", {}),  # the pipeline's script fails here: registry.path only
+    ],
+)
+def test_registry_path_split(path: str, registry: dict[str, str]) -> None:
+    assert normalize(registry_event("13", TargetObject=path))["registry"] == {"path": path, **registry}
+
+
+FULLWIDTH_DWORD = "DWORD (0x" + "\uff10" * 7 + "\uff11)"  # Java's [0-9A-F] is ASCII, like re.ASCII
+
+
+@pytest.mark.parametrize(
+    ("details", "data"),
+    [
+        ("DWORD (0x00000001)", {"strings": ["1"], "type": "SZ_DWORD"}),
+        ("DWORD (0xffffffff)", {"strings": ["4294967295"], "type": "SZ_DWORD"}),
+        ("dword (0X0000002A)", {"strings": ["42"], "type": "SZ_DWORD"}),
+        # The pipeline shifts the high half by 8 bits, not 32: (1 << 8) + 2.
+        ("QWORD (0x00000001-0x00000002)", {"strings": ["258"], "type": "SZ_QWORD"}),
+        ("QWORD (0x00000000-0x00000005)", {"strings": ["5"], "type": "SZ_QWORD"}),
+        ("Binary Data", {"strings": ["Binary Data"], "type": "REG_BINARY"}),
+        ("binary data", {"strings": ["binary data"], "type": "REG_SZ"}),
+        ("DWORD (0x1)", {"strings": ["DWORD (0x1)"], "type": "REG_SZ"}),
+        ("DWORD (0x0000001g)", {"strings": ["DWORD (0x0000001g)"], "type": "REG_SZ"}),
+        (FULLWIDTH_DWORD, {"strings": [FULLWIDTH_DWORD], "type": "REG_SZ"}),
+        ("(Empty)", {"strings": ["(Empty)"], "type": "REG_SZ"}),
+        ("-", None),
+        ("", None),
+        (1, None),
+    ],
+)
+def test_registry_data(details: Any, data: dict[str, Any] | None) -> None:
+    registry = normalize(registry_event("13", TargetObject=f"{RUN_KEY}\\x", Details=details))["registry"]
+    assert registry.get("data") == data
+
+
+def test_registry_fields_only_for_registry_events() -> None:
+    doc = winlogbeat8_sysmon("11", "File created", {"TargetObject": "HKLM\\x", "Details": "DWORD (0x00000001)"})
+    assert "registry" not in normalize(doc)
+    for no_path in ("-", "", None, 7):
+        assert "registry" not in normalize(registry_event("13", TargetObject=no_path))
+
+
+@pytest.mark.parametrize(
+    ("results", "answers", "resolved", "hosts"),
+    [
+        (
+            "type:  5 a.cdn.example;type:  28 ;2001:db8::7;::ffff:198.51.100.9;",
+            [{"type": "CNAME", "data": "a.cdn.example"}, {"type": "AAAA"}]
+            + [{"type": "AAAA", "data": "2001:db8::7"}, {"type": "A", "data": "198.51.100.9"}],
+            ["2001:db8::7", "198.51.100.9"],
+            ["a.cdn.example"],
+        ),
+        # A number the pipeline's table lacks gives a null type.
+        ("type:  65 svc.example;", [{"type": None, "data": "svc.example"}], None, ["svc.example"]),
+        ("type:  5 a.example extra;", [{"type": "CNAME"}], None, []),  # not exactly three words: no data
+        # IPv4-mapped addresses, bracketed, with a port: the IPv4 address; the rest kept as written.
+        (
+            "[::ffff:203.0.113.5]:53;::FFFF:203.0.113.6;",
+            [{"type": "A", "data": "203.0.113.5"}, {"type": "AAAA", "data": "::FFFF:203.0.113.6"}],
+            ["203.0.113.5", "::FFFF:203.0.113.6"],
+            [],
+        ),
+        # An invalid address is dropped, and the pipeline's loop then skips the next one's answer.
+        ("bogus;192.0.2.9;192.0.2.10;", [{"type": "A", "data": "192.0.2.10"}], ["192.0.2.9", "192.0.2.10"], []),
+        ("x;y;192.0.2.9;", [{"type": "A", "data": "192.0.2.9"}], ["192.0.2.9"], []),
+        ("type:;192.0.2.9;", None, None, []),  # the pipeline's script fails: nothing of the results
+        (";;", None, None, []),
+        ("-", None, None, []),
+        (["192.0.2.9"], None, None, []),
+    ],
+)
+def test_dns_query_results(
+    results: Any, answers: list[dict[str, Any]] | None, resolved: list[str] | None, hosts: list[str]
+) -> None:
+    out = normalize(dns_query(QueryResults=results))
+    assert out["dns"].get("answers") == answers
+    assert out["dns"].get("resolved_ip") == resolved
+    assert out["related"]["hosts"] == [*hosts, "dl.contoso-updates.example"]
+    assert out["related"].get("ip") == (list(dict.fromkeys(resolved)) if resolved else None)
+
+
+def test_dns_answers_need_a_query_name() -> None:
+    out = normalize(dns_query(QueryName="-"))
+    assert "dns" not in out and "hosts" not in out["related"]
+    assert out["network"]["protocol"] == "dns"
+
+
+def test_a_query_name_among_the_answers_is_not_repeated() -> None:
+    out = normalize(dns_query(QueryResults="type:  5 dl.contoso-updates.example;"))
+    assert out["related"]["hosts"] == ["dl.contoso-updates.example"]
+
+
+@pytest.mark.parametrize(
+    ("status", "name"),
+    [
+        ("0", "SUCCESS"),
+        ("9003", "DNS_ERROR_RCODE_NAME_ERROR"),
+        ("9501", "DNS_INFO_NO_RECORDS"),
+        ("1460", "ERROR_TIMEOUT"),
+        ("10060", "WSAETIMEDOUT"),
+        ("12345", "12345"),  # unknown: kept as written
+        ("09003", "09003"),
+        ("-", None),
+        (0, None),
+    ],
+)
+def test_dns_query_status(status: Any, name: str | None) -> None:
+    assert normalize(dns_query(QueryStatus=status)).get("sysmon", {}).get("dns", {}).get("status") == name
+
+
+def test_dns_protocol_ignores_port_names() -> None:
+    assert normalize(dns_query(DestinationPortName="domain"))["network"] == {"protocol": "dns"}
+
+
+# -- the prefilter's contract: a value the mapping writes is in the raw bytes, or a derived field -----
+
+
+def mapped_values(path: str, value: Any) -> list[tuple[str, Any]]:
+    """(field, scalar) pairs of a mapped value: list elements and the objects in lists unfolded."""
+    if type(value) is list:
+        return [pair for item in value for pair in mapped_values(path, item)]
+    if type(value) is dict:
+        return [pair for key, item in value.items() for pair in mapped_values(f"{path}.{key}", item)]
+    return [(path, value)]
+
+
+def underived_values_missing_from_the_raw_bytes(doc: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The values ``normalize`` writes that a rule's literal could need but the raw JSON lacks.
+
+    The prefilter requires a rule's literals in a record's bytes unless the field is derived, so a
+    value the mapping computes (not a copy of part of a raw string) must be in ``DERIVED_FIELDS``.
+    JSON escapes character by character, so the escaped copy of a substring is a substring of the
+    escaped record. Numbers never make literals.
+    """
+    raw = orjson.dumps(doc)
+    missing = []
+    for path, value in mapped_changes(doc).items():
+        for field, scalar in mapped_values(path, value):
+            if field in DERIVED_FIELDS or scalar is None or type(scalar) in (int, float):
+                continue
+            if type(scalar) is not str or orjson.dumps(scalar)[1:-1] not in raw:
+                missing.append((field, scalar))
+    return missing
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        image_load(Signed=True),
+        process_access(),
+        registry_event("13", TargetObject="HKEY_LOCAL_MACHINE\\SOFTWARE\\x", Details="QWORD (0x00000001-0x00000002)"),
+        registry_event("13", TargetObject=f"{RUN_KEY}\\x", Details="Binary Data"),
+        registry_event("14", TargetObject=f"{RUN_KEY}\\x\\", NewName=f"{RUN_KEY}\\y"),
+        dns_query(QueryStatus="9003", QueryResults="type:  5 a.example;[::ffff:203.0.113.5]:53;bad;2001:db8::1;"),
+        load("winlogbeat8_sysmon_1_mshta_embedding"),
+        load("winlogbeat8_sysmon_3_mshta_inbound"),
+    ],
+    ids=["7", "10", "13-qword", "13-binary", "14", "22", "1", "3"],
+)
+def test_values_the_mapping_computes_are_derived_fields(doc: dict[str, Any]) -> None:
+    assert underived_values_missing_from_the_raw_bytes(doc) == []
+
+
+# -- detection on raw records: a sequence over Sysmon 1 and 13 -------------------------------------
+
+RUN_KEY_RULE = compile_query(
+    "sequence by host.id, process.entity_id with maxspan=1m"
+    ' [process where event.type == "start" and process.name : "rundll32.exe"]'
+    ' [registry where registry.path : "HKLM\\\\SOFTWARE\\\\*\\\\Run\\\\*"]'
+)
+HKLM_RUN = "HKLM\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Run"
+
+
+def rundll32_start(utc_time: str = "2024-05-01 10:16:38.904") -> bytes:
+    doc = load("winlogbeat8_sysmon_1_mshta_embedding")
+    data = doc["winlog"]["event_data"]
+    data.update(
+        {
+            "UtcTime": utc_time,
+            "ProcessGuid": RUNDLL_GUID,
+            "ProcessId": "7344",
+            "Image": "C:\\Windows\\System32\\rundll32.exe",
+            "OriginalFileName": "RUNDLL32.EXE",
+            "Description": "Windows host process (Rundll32)",
+            "CommandLine": '"C:\\Windows\\System32\\rundll32.exe" C:\\Users\\j.doe\\AppData\\Local\\Temp\\odsync.dll,Start',
+        }
+    )
+    return orjson.dumps(doc)
+
+
+def run_key_set(path: str = f"{HKLM_RUN}\\OneDriveSync", guid: str = RUNDLL_GUID, utc: str = "") -> bytes:
+    doc = registry_event("13", EventType="SetValue", TargetObject=path, Details="C:\\ProgramData\\odsync.exe")
+    data = doc["winlog"]["event_data"]
+    data["ProcessGuid"] = guid
+    if utc:
+        data["UtcTime"] = utc
+    return orjson.dumps(doc)
+
+
+def test_a_sequence_fires_on_raw_sysmon_process_creation_then_registry_value_set() -> None:
+    found = detect([rundll32_start(), run_key_set()], [RUN_KEY_RULE])
+    assert found.rejections == []
+    assert {key for key, _ in found.sequences()} == {(HOST_ID, RUNDLL_GUID)}
+    assert len(found.alerts) == 1
+
+
+@pytest.mark.parametrize(
+    "registry_record",
+    [
+        run_key_set(path=f"{RUN_KEY}\\OneDriveSync"),  # HKU, not HKLM
+        run_key_set(guid=SVCHOST_GUID),  # another process
+        run_key_set(utc="2024-05-01 10:17:39.000"),  # more than a minute after the start
+    ],
+    ids=["another-hive", "another-process", "too-late"],
+)
+def test_near_misses_on_raw_sysmon_do_not_fire(registry_record: bytes) -> None:
+    found = detect([rundll32_start(), registry_record], [RUN_KEY_RULE])
+    assert found.rejections == [] and found.alerts == []
+
+
+def test_a_rule_on_values_only_the_mapping_computes_passes_the_prefilter() -> None:
+    """``network.protocol`` "dns", ``dns.answers.type`` "CNAME" and ``sysmon.dns.status`` "SUCCESS" are in
+    no raw byte: without DERIVED_FIELDS the prefilter would drop the record before it is mapped."""
+    rule = compile_query(
+        "sequence by host.id, process.entity_id with maxspan=1m"
+        ' [process where event.type == "start" and process.name : "rundll32.exe"]'
+        ' [network where network.protocol == "dns" and dns.answers.type == "CNAME"'
+        ' and sysmon.dns.status == "SUCCESS"]'
+    )
+    assert len(detect([rundll32_start(), orjson.dumps(dns_query())], [rule]).alerts) == 1
+    hive_rule = compile_query(
+        "sequence by host.id, process.entity_id with maxspan=1m"
+        ' [process where event.type == "start" and process.name : "rundll32.exe"]'
+        ' [registry where registry.hive == "HKLM" and registry.data.strings == "258" and'
+        ' registry.data.type == "SZ_QWORD"]'
+    )
+    value = registry_event(
+        "13", TargetObject="HKEY_LOCAL_MACHINE\\SOFTWARE\\x", Details="QWORD (0x00000001-0x00000002)"
+    )
+    assert len(detect([rundll32_start(), orjson.dumps(value)], [hive_rule]).alerts) == 1

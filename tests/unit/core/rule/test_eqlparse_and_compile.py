@@ -146,8 +146,14 @@ def test_maxspan_units_to_milliseconds(maxspan, ms):
     assert rule.maxspan_ms == ms
 
 
-def test_no_maxspan_is_none():
-    assert compile_query("sequence [any where true] [any where true]").maxspan_ms is None
+def test_without_maxspan_the_rules_lookback_bounds_the_span():
+    """A Kibana run searches ``from`` back from now: no longer sequence is ever alerted on."""
+    assert compile_query("sequence [any where true] [any where true]").maxspan_ms == 6 * 60_000  # now-6m, the default
+    assert compile_query("sequence [any where true] [any where true]", **{"from": "now-9m"}).maxspan_ms == 9 * 60_000
+    assert (
+        compile_query("sequence with maxspan=1m [any where true] [any where true]", **{"from": "now-9m"}).maxspan_ms
+        == 60_000
+    )
 
 
 # -- join keys -------------------------------------------------------------------------------
@@ -264,6 +270,13 @@ def test_default_rule_requirement_is_exactly_mshta_exe():
         ('sequence [any where process.name == "a/b/c"] [any where process.name == "a/b/c"]', set()),
         ('sequence [any where process.name : "\u00e9t\u00e9s"] [any where process.name : "\u00e9t\u00e9s"]', set()),
         ('sequence [any where not process.name : "abc.exe"] [any where not process.name : "abc.exe"]', set()),
+        # values nearly every event carries are no literal: they would keep every record
+        (
+            'sequence [any where host.os.type == "windows" and process.name : "abc.exe"] '
+            '[any where network.transport == "tcp" and process.name : "abc.exe"]',
+            {frozenset({b"abc.exe"})},
+        ),
+        ('sequence [any where host.os.type == "Windows"] [any where process.code_signature.trusted == true]', set()),
     ],
 )
 def test_requirements(query, requirement):

@@ -12,7 +12,6 @@ from hypothesis import HealthCheck, event, find, given, settings
 from hypothesis import strategies as st
 
 from app.core import load_rules
-from app.core.rule import combined_requirement
 from app.core.rule.prefilter import Prefilter
 
 MSHTA = frozenset({frozenset({b"mshta.exe"})})
@@ -20,7 +19,7 @@ MSHTA = frozenset({frozenset({b"mshta.exe"})})
 
 @pytest.fixture(scope="module")
 def keep():
-    return Prefilter(MSHTA)
+    return Prefilter([MSHTA])
 
 
 # -- literal presence ------------------------------------------------------------------------
@@ -96,11 +95,12 @@ def test_non_escapes_and_unrelated_escapes_are_dropped(keep, raw):
 
 @pytest.mark.parametrize("raw", [b"", b"{}", b'{"a":"anything"}', b"\xff\xfe"])
 def test_empty_requirement_keeps_everything(raw):
-    assert Prefilter(frozenset())(raw)
+    assert Prefilter([frozenset()])(raw)
+    assert Prefilter([])(raw)
 
 
 def test_conjunction_of_disjunctions():
-    keep = Prefilter(frozenset({frozenset({b"abc.exe", b"xyz.exe"}), frozenset({b"needle"})}))
+    keep = Prefilter([frozenset({frozenset({b"abc.exe", b"xyz.exe"}), frozenset({b"needle"})})])
     assert keep(b'{"a":"ABC.EXE","b":"Needle"}')
     assert keep(b'{"a":"xyz.exe needle"}')
     assert not keep(b'{"a":"abc.exe"}')  # second clause missing
@@ -108,9 +108,31 @@ def test_conjunction_of_disjunctions():
     assert keep(b'{"a":"abc.exe","b":"n\\u0065edle"}')  # escaped, so parsed to be sure
 
 
-def test_combined_requirement_of_the_default_rule():
-    rules = load_rules()
-    assert combined_requirement(rules) == MSHTA
+def test_requirement_of_the_default_rule():
+    (rule,) = load_rules()
+    assert rule.requirement == MSHTA
+    assert [stage.requirement for stage in rule.stages] == [MSHTA, MSHTA]
+
+
+def test_a_record_must_meet_one_stage_requirement_whole():
+    """Two stages: (abc.exe and needle) or (xyz.exe). The merged condition of the block scan is
+    weaker ((abc.exe or xyz.exe) and (needle or xyz.exe)); the check of one record is exact."""
+    first = frozenset({frozenset({b"abc.exe"}), frozenset({b"needle"})})
+    second = frozenset({frozenset({b"xyz.exe"})})
+    keep = Prefilter([first, second])
+    assert keep(b'{"a":"abc.exe","b":"NEEDLE"}')
+    assert keep(b'{"a":"xyz.exe"}')
+    assert not keep(b'{"a":"abc.exe"}')
+    assert not keep(b'{"b":"needle"}')
+    assert keep.present(b'{"a":"ABC.exe","b":"xyz.exe"}') == {b"abc.exe", b"xyz.exe"}
+    assert keep.present(b'{"a":"\\u0061bc.exe"}') is None  # an escape of a literal character: unknown
+
+
+def test_block_scan_flags_lines_with_a_hit_once_and_in_order():
+    keep = Prefilter([frozenset({frozenset({b"abc"})})])
+    block = b'{"a":"abc abc abc"}\n{"b":"x"}\n{"c":"ABC"}\nnot json\n\n{"d":"y"}'
+    lines = [block[start:end] for start, end in keep.lines_to_check(block)]
+    assert lines == [b'{"a":"abc abc abc"}', b'{"c":"ABC"}', b"not json", b""]
 
 
 # -- the key property: a record that any stage matches is never dropped -----------------------
@@ -119,7 +141,7 @@ def test_combined_requirement_of_the_default_rule():
 @pytest.fixture(scope="module")
 def v4():
     (rule,) = load_rules()
-    return rule, Prefilter(rule.requirement)
+    return rule, Prefilter(stage.requirement for stage in rule.stages)
 
 
 def random_case(word: str) -> st.SearchStrategy[str]:

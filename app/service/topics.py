@@ -121,23 +121,35 @@ def owned_topics(settings: ServiceSettings) -> list[OwnedTopic]:
     ]
 
 
+class _Reachability:
+    """The admin client's error callback: why the brokers cannot be reached, if they cannot.
+
+    A separate object, not a method of ``TopicAdmin``: a client holding its owner's method would
+    form a cycle that only the garbage collector breaks, keeping the client's connections open
+    until it runs.
+    """
+
+    def __init__(self) -> None:
+        self.cause: str | None = None
+
+    def __call__(self, error: KafkaError) -> None:
+        # librdkafka follows the error that says why (a certificate, a password, a name) with "1/1
+        # brokers are down", often within one poll: keep the why, which is what the user must fix.
+        relevant = error.code() in _UNREACHABLE or error.fatal()
+        if relevant and (self.cause is None or error.code() != KafkaError._ALL_BROKERS_DOWN):
+            self.cause = error.str()
+
+
 class TopicAdmin:
     """The admin client of the service's start-up checks."""
 
     def __init__(self, connection: KafkaConnection) -> None:
         self.connection = connection
-        self._unreachable: str | None = None
+        self._reach = _Reachability()
         # librdkafka's own lines about the connection attempts are left out: the errors reach
-        # ``_on_error`` and become one line of the service's, with the setting to check.
-        config: dict[str, Any] = {**connection.librdkafka(), "error_cb": self._on_error, "log_level": 0}
+        # ``_Reachability`` and become one line of the service's, with the setting to check.
+        config: dict[str, Any] = {**connection.librdkafka(), "error_cb": self._reach, "log_level": 0}
         self._admin = AdminClient(config)
-
-    def _on_error(self, error: KafkaError) -> None:
-        # librdkafka follows the error that says why (a certificate, a password, a name) with "1/1
-        # brokers are down", often within one poll: keep the why, which is what the user must fix.
-        relevant = error.code() in _UNREACHABLE or error.fatal()
-        if relevant and (self._unreachable is None or error.code() != KafkaError._ALL_BROKERS_DOWN):
-            self._unreachable = error.str()
 
     def cluster_id(self) -> str:
         """The cluster's id (the development broker is recognised by it); ``BrokersUnreachable`` if none answers."""
@@ -249,13 +261,19 @@ class TopicAdmin:
         this, a wrong CA or credentials would show only as a timeout half a minute later.
         """
         deadline = time.monotonic() + ADMIN_TIMEOUT_S + _ANSWER_MARGIN_S
-        self._unreachable = None
+        self._reach.cause = None
         while not future.done():
-            if self._unreachable is not None:
-                raise BrokersUnreachable(self._unreachable_message(self._unreachable))
+            if self._reach.cause is not None:
+                raise BrokersUnreachable(self._unreachable_message(self._reach.cause))
             if time.monotonic() >= deadline:
                 raise BrokersUnreachable(self._unreachable_message("no answer"))
             self._admin.poll(0.2)
+        error = future.exception()
+        if error is not None:
+            # A new exception, not the future's: raising the future's own would tie its traceback
+            # (these frames, their futures, the client) into a cycle that only the garbage collector
+            # breaks, keeping the client and its connections alive until then.
+            raise KafkaException(*error.args)
         return future.result()
 
     def _unreachable_message(self, cause: str) -> str:

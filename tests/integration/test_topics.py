@@ -9,6 +9,8 @@ match), naming the fix.
 
 from __future__ import annotations
 
+import gc
+import weakref
 from concurrent.futures import Future
 from typing import Any
 
@@ -178,12 +180,26 @@ def test_an_unreachable_cluster_is_worth_waiting_for_not_a_topic_error(monkeypat
 def test_the_reason_a_broker_is_unreachable_outlives_the_brokers_down_count_after_it() -> None:
     """librdkafka reports a failed TLS handshake, then "1/1 brokers are down", often within one poll;
     the service's line must keep the first (what to fix), whichever order a poll delivers them in."""
-    admin = TopicAdmin(KafkaConnection.from_settings(ServiceSettings(kafka_bootstrap_servers="127.0.0.1:1")))
     cause = KafkaError(KafkaError._SSL, "SSL handshake failed: certificate verify failed")
-    admin._on_error(cause)
-    admin._on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
-    assert admin._unreachable == cause.str()
-    admin._unreachable = None
-    admin._on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
-    admin._on_error(cause)
-    assert admin._unreachable == cause.str()
+    reach = topics._Reachability()
+    reach(cause)
+    reach(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+    assert reach.cause == cause.str()
+    reach = topics._Reachability()
+    reach(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+    reach(cause)
+    assert reach.cause == cause.str()
+
+
+def test_the_admin_client_is_freed_as_soon_as_it_is_dropped(kafka_settings: ServiceSettings) -> None:
+    """No reference cycle keeps the client (and its connections) alive until the garbage collector
+    runs: neither its error callback nor a failed request's traceback held by its future."""
+    admin = TopicAdmin(KafkaConnection.from_settings(kafka_settings))
+    assert admin.partition_counts([f"{kafka_settings.candidates_topic}-absent"]) == {}
+    client = weakref.ref(admin._admin)
+    gc.disable()
+    try:
+        del admin
+        assert client() is None
+    finally:
+        gc.enable()

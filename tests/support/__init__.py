@@ -15,6 +15,7 @@ Test modules never import one another: what they share lives here.
 * ``eql_oracle``: an independent interpreter of a stage's EQL tree, which ``oracle`` decides stages with;
 * ``wave``: rules in the upstream layout written for the tests (``wave/``), and their attacks and near misses;
 * ``schemas``: validators of schemas/ (``ALERT``, ``CANDIDATE``, ``DEAD_LETTER``, ``INPUT``);
+* ``encoding``: ``escaping_dumps``, JSON with ``\\u``-escaped characters;
 * ``hostile``: the table of hostile input records (``CASES``);
 * ``faults``: the fault tests' tools (``TansuBroker``, ``TcpProxy``, ``SteadyLoad``, ``AlertCollector``, ...);
 * ``dashboards``: the example Grafana dashboard's queries;

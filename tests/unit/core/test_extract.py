@@ -21,6 +21,7 @@ from app.core import Detector
 from app.core.normalize import normalize
 from app.core.rule import CompiledRule
 from tests.support.detection import compile_query
+from tests.support.encoding import escaping_dumps
 
 # Rules that share literals, categories and join fields, with an ``any`` stage, a stage with no
 # literal at all (every network event), and a 3-stage rule with per-stage keys.
@@ -87,25 +88,6 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
     )
 
 
-def _escaping_dumps(value: Any, rng: random.Random, share: float) -> str:
-    """JSON of ``value`` with a ``share`` of its string characters written as ``\\uXXXX`` escapes."""
-    if isinstance(value, dict):
-        return (
-            "{"
-            + ",".join(f"{_escaping_dumps(k, rng, share)}:{_escaping_dumps(v, rng, share)}" for k, v in value.items())
-            + "}"
-        )
-    if isinstance(value, list):
-        return "[" + ",".join(_escaping_dumps(v, rng, share) for v in value) + "]"
-    if isinstance(value, str):
-        return (
-            '"'
-            + "".join(f"\\u{ord(c):04x}" if rng.random() < share else orjson.dumps(c).decode()[1:-1] for c in value)
-            + '"'
-        )
-    return orjson.dumps(value).decode()
-
-
 def _naive(rules: list[CompiledRule], doc: dict[str, Any]) -> list[tuple[str, tuple[Any, ...], tuple[int, ...]]]:
     """Every stage of every rule evaluated on the mapped event: what the extractor must give."""
     mapped = normalize(doc)
@@ -127,7 +109,7 @@ def test_candidates_equal_the_naive_evaluation_of_every_stage(rules, doc, seed):
     extractor = Detector(rules).extractor
     expected = _naive(rules, doc)
     rng = random.Random(seed)
-    for raw in (orjson.dumps(doc), _escaping_dumps(doc, rng, 0.1).encode(), _escaping_dumps(doc, rng, 1.0).encode()):
+    for raw in (orjson.dumps(doc), escaping_dumps(doc, rng, 0.1).encode(), escaping_dumps(doc, rng, 1.0).encode()):
         candidates, rejections = extractor.extract(raw)
         assert not rejections
         assert [(c.rule_id, c.key, c.stages) for c in candidates] == expected, raw

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from app.core import load_rules
 from app.core.rule.prefilter import Prefilter
+from tests.support.encoding import escaping_dumps
 
 MSHTA = frozenset({frozenset({b"mshta.exe"})})
 
@@ -266,32 +267,6 @@ def v4_document(draw) -> dict:
     for key, value in extras.items():
         doc.setdefault(key, value)
     return doc
-
-
-def escaping_dumps(value: Any, rng: random.Random, rate: float) -> str:
-    """JSON where each character of every string (keys too) is \\u-escaped with probability ``rate``."""
-    if isinstance(value, dict):
-        return (
-            "{"
-            + ",".join(f"{escaping_dumps(k, rng, rate)}:{escaping_dumps(v, rng, rate)}" for k, v in value.items())
-            + "}"
-        )
-    if isinstance(value, list):
-        return "[" + ",".join(escaping_dumps(v, rng, rate) for v in value) + "]"
-    if isinstance(value, str):
-        out = []
-        for ch in value:
-            code = ord(ch)
-            if ch in '"\\' or code < 0x20 or rng.random() < rate:
-                if code > 0xFFFF:
-                    high, low = divmod(code - 0x10000, 0x400)
-                    out.append(f"\\u{0xD800 + high:04x}\\u{0xDC00 + low:04X}")
-                else:
-                    out.append(f"\\u{code:04x}" if rng.random() < 0.5 else f"\\u{code:04X}")
-            else:
-                out.append(ch)
-        return '"' + "".join(out) + '"'
-    return json.dumps(value)
 
 
 def encodings(doc: dict, rng: random.Random) -> dict[str, bytes]:

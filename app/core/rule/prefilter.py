@@ -48,6 +48,10 @@ class Prefilter:
         self.keeps_everything = not requirements or not all(requirements)
         self._hits: list[int] = []
         self._found: list[int] = []
+        # The extractor asks twice about a record it keeps (to keep it, then to pick its stages):
+        # the last answers are kept, by identity, so the record is scanned once.
+        self._last_present: tuple[bytes, frozenset[bytes] | None] | None = None
+        self._last_met: tuple[frozenset[bytes], frozenset[Requirement]] | None = None
         self._literals = sorted({literal for r in requirements for clause in r for literal in clause})
         # Each literal leads to the requirements that name it: a met requirement names a present literal.
         self._naming: dict[bytes, list[Requirement]] = {}
@@ -84,14 +88,19 @@ class Prefilter:
         ``\\uXXXX`` escape of its characters (or when there are no literals to look for)."""
         if not self._literals:
             return None
+        last = self._last_present
+        if last is not None and last[0] is raw:
+            return last[1]
         found = self._found
         found.clear()
         # Positional arguments: keyword parsing costs the binding as much as the scan itself.
         self._record_scan(raw, self._on_record_match)
+        present = None
         # Hyperscan has no lookbehind: an escaped backslash followed by "u00.." hits too. Rare; decided in Python.
-        if self._escape_id in found and self._escape.search(raw) is not None:
-            return None
-        return frozenset(self._literals[i] for i in found if i != self._escape_id)
+        if self._escape_id not in found or self._escape.search(raw) is None:
+            present = frozenset(self._literals[i] for i in found if i != self._escape_id)
+        self._last_present = (raw, present)
+        return present
 
     def admits(self, present: frozenset[bytes] | None) -> bool:
         """Whether a record with literals ``present`` (None: unknown) meets one of the requirements."""
@@ -105,10 +114,15 @@ class Prefilter:
         """
         if present is None:
             return None
+        last = self._last_met
+        if last is not None and last[0] is present:
+            return last[1]
         naming = self._naming
-        return frozenset(
+        met = frozenset(
             requirement for literal in present for requirement in naming[literal] if _meets(present, requirement)
         )
+        self._last_met = (present, met)
+        return met
 
     def _on_record_match(self, match_id: int, start: int, end: int, flags: int, context: object) -> None:
         self._found.append(match_id)
